@@ -104,7 +104,7 @@ class LinearOperator:
         return self @ x
 
     @property
-    def H(self) -> LinearOperator:  # noqa: N802 - the conventional name of the adjoint
+    def H(self) -> LinearOperator:
         """The adjoint operator ``A^H``."""
         if self.hermitian:
             return self
@@ -152,7 +152,7 @@ class _AdjointOperator(LinearOperator):
         return self.operator._matmat(y)
 
     @property
-    def H(self) -> LinearOperator:  # noqa: N802
+    def H(self) -> LinearOperator:
         return self.operator
 
 
@@ -294,7 +294,7 @@ class MatrixOperator(LinearOperator):
 
 
 class ScipyOperator(LinearOperator):
-    """A :class:`scipy.sparse.linalg.LinearOperator` (or pyamg preconditioner) as a physnet operator.
+    """A SciPy LinearOperator (or a pyamg preconditioner) as a physnet operator.
 
     SciPy operators compute on the host: torch and CuPy operands are copied to NumPy
     (zero-copy for CPU tensors) and the result is returned in the caller's kind.
