@@ -21,7 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/physnet demo
+	mkdir -p out/demo
+	$(VENV)/bin/physnet solve --scene sphere --size 64 --method cg,jacobi,ic,amg --rtol 1e-6 \
+	  --plot out/demo/convergence.png
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -118,7 +118,7 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def to_torch(x: Any, device: Any = None) -> Any:
-    """A torch tensor sharing memory with ``x`` where possible (NumPy on CPU, CuPy through DLPack)."""
+    """A torch tensor sharing memory with ``x`` where possible (CPU NumPy, CuPy via DLPack)."""
     torch = require_torch()
     kind = array_kind(x)
     if kind == "torch":
@@ -248,9 +248,7 @@ class Backend:
 
     def scalar(self, value: Any) -> complex | float:
         """A device 0-d array (or number) as a Python number."""
-        if self.kind == "torch":
-            value = value.item()
-        elif self.kind == "cupy":
+        if self.kind in ("torch", "cupy"):
             value = value.item()
         value = complex(value) if np.iscomplexobj(value) else float(value)
         return value

@@ -1,0 +1,305 @@
+"""The ``physnet`` command.
+
+Every command has ``--json`` for machine-readable output. Bad input is reported in
+one line naming what was wrong, without a traceback, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+@dataclass
+class _Problem:
+    """What ``physnet solve`` was asked to solve."""
+
+    operator: Any
+    rhs: Any
+    description: str
+    grid_operator: Any = None  # a GridPoisson when the input was a grid: --out scatters to it
+
+
+# --- physnet solve ---------------------------------------------------------------------
+def _add_solve_parser(subparsers: Any) -> None:
+    from physnet.datasets import available_scenes
+    from physnet.solvers import available_methods
+
+    parser = subparsers.add_parser(
+        "solve",
+        help="solve a Poisson system: a generated scene, a cell-flag grid or a system file",
+        description=(
+            "Solve A x = b for a generated scene (--scene NAME --size N), a cell-flag grid "
+            "(--flags FLAGS.npy [--rhs RHS.npy]) or a system file (SYSTEM.mtx|.npz [--rhs FILE]). "
+            "Every method stops on the same rule: ||b - A x|| <= max(rtol ||b||, atol)."
+        ),
+    )
+    source = parser.add_argument_group("input (exactly one)")
+    source.add_argument("system", nargs="?", help="Matrix Market (.mtx) or .npz system file")
+    source.add_argument("--scene", choices=available_scenes(), help="generated smoke-box scene")
+    source.add_argument("--flags", help=".npy cell-flag grid: 0 fluid, 1 solid, 2 air")
+    parser.add_argument("--size", type=int, default=64, help="scene cells per axis (default 64)")
+    parser.add_argument("--ndim", type=int, default=3, choices=(2, 3), help="scene dimension")
+    parser.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    parser.add_argument(
+        "--rhs",
+        help="right-hand side (.npy/.mtx): on the full grid or on the fluid cells for --flags; "
+        "defaults to the scene's standard right-hand side (or the one stored with the system)",
+    )
+    parser.add_argument(
+        "--method",
+        default="cg",
+        help=f"method, or a comma-separated list to compare: {', '.join(available_methods())} "
+        "(default cg)",
+    )
+    parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (1e-6)")
+    parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (0)")
+    parser.add_argument("--maxiter", type=int, default=None, help="iteration limit (10 n)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument(
+        "--backend",
+        choices=("numpy", "torch", "cupy"),
+        default=None,
+        help="array library (default: numpy on cpu, cupy on cuda when installed, else torch)",
+    )
+    parser.add_argument("--out", help="write the solution as .npy (full grid for grid inputs)")
+    parser.add_argument("--plot", help="write a convergence plot (PNG)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=_solve_command)
+
+
+def _load_array(path: str) -> np.ndarray:
+    from physnet._io import load_npy
+    from physnet.datasets import load_vector
+
+    return load_npy(path) if path.endswith(".npy") else load_vector(path)
+
+
+def _build_problem(args: argparse.Namespace) -> _Problem:
+    from physnet.datasets import load_system, make_scene
+    from physnet.operators import GridPoisson
+
+    given = [name for name in ("system", "scene", "flags") if getattr(args, name)]
+    if len(given) != 1:
+        raise CommandError(
+            "give exactly one input: a system file, --scene NAME or --flags FLAGS.npy"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    dtype = np.dtype(args.dtype)
+    if args.scene:
+        scene = make_scene(args.scene, args.size, ndim=args.ndim, seed=args.seed)
+        operator = scene.operator(dtype=dtype)
+        rhs = scene.rhs_vector() if args.rhs is None else _grid_rhs(operator, args.rhs)
+        shape = "x".join(str(s) for s in scene.flags.shape)
+        return _Problem(operator, rhs, f"scene {args.scene} {shape} (seed {args.seed})", operator)
+    if args.flags:
+        flags = _load_array(args.flags)
+        operator = GridPoisson(flags, dtype=dtype)
+        if args.rhs is None:
+            from physnet.datasets.scenes import standard_rhs
+
+            rhs = operator.gather(standard_rhs(flags, seed=args.seed))
+        else:
+            rhs = _grid_rhs(operator, args.rhs)
+        shape = "x".join(str(s) for s in flags.shape)
+        return _Problem(operator, rhs, f"flag grid {args.flags} ({shape})", operator)
+    matrix, rhs = load_system(args.system, rhs=args.rhs)
+    if rhs is None:
+        raise CommandError(f"{args.system}: the system has no right-hand side; give one with --rhs")
+    from physnet.operators import MatrixOperator
+
+    return _Problem(MatrixOperator(matrix.astype(dtype)), rhs, f"system {args.system}")
+
+
+def _grid_rhs(operator: Any, path: str) -> np.ndarray:
+    """A right-hand side given on the full grid or on the fluid cells."""
+    rhs = _load_array(path)
+    if rhs.shape == tuple(operator.grid_shape):
+        return operator.gather(rhs)
+    if rhs.shape in ((operator.shape[0],), (operator.shape[0], 1)):
+        return rhs.reshape(-1)
+    raise CommandError(
+        f"{path}: right-hand side has shape {rhs.shape}, expected the grid shape "
+        f"{tuple(operator.grid_shape)} or ({operator.shape[0]},) (one value per fluid cell)"
+    )
+
+
+def _to_device(array: np.ndarray, args: argparse.Namespace) -> Any:
+    from physnet import backend
+
+    device = args.device
+    kind = args.backend
+    if kind is None:
+        if device == "cpu":
+            kind = "numpy"
+        else:
+            try:
+                backend.require_cupy()
+                kind = "cupy"
+            except ImportError:
+                kind = "torch"
+    if kind == "numpy":
+        if device != "cpu":
+            raise CommandError(f"--backend numpy runs on the cpu, not on --device {device}")
+        return array
+    if kind == "torch":
+        return backend.to_torch(array, device=device)
+    if not device.startswith("cuda"):
+        raise CommandError(f"--backend cupy needs a cuda device, not --device {device}")
+    cupy = backend.require_cupy()
+    index = int(device.split(":")[1]) if ":" in device else 0
+    with cupy.cuda.Device(index):
+        return cupy.asarray(array)
+
+
+def _solve_command(args: argparse.Namespace) -> int:
+    from physnet import backend
+    from physnet.solvers import solve
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    if not methods:
+        raise CommandError("--method is empty")
+    if args.out and len(methods) > 1:
+        raise CommandError("--out writes one solution: give a single --method with it")
+    problem = _build_problem(args)
+    rhs = _to_device(np.asarray(problem.rhs, dtype=np.dtype(args.dtype)), args)
+    results = []
+    for method in methods:
+        results.append(
+            solve(
+                problem.operator,
+                rhs,
+                method=method,
+                rtol=args.rtol,
+                atol=args.atol,
+                maxiter=args.maxiter,
+            )
+        )
+    n = problem.operator.shape[0]
+    if args.out:
+        from physnet._io import save_npy
+
+        x = results[0].x
+        solution = backend.to_numpy(
+            problem.grid_operator.scatter(x) if problem.grid_operator is not None else x
+        )
+        save_npy(args.out, solution)
+    if args.plot:
+        from physnet.plotting import plot_convergence
+
+        plot_convergence(
+            results, args.plot, title=f"{problem.description}, n = {n}", rtol=args.rtol
+        )
+    records = []
+    for result in results:
+        record = result.summary()
+        record.update(unknowns=n, problem=problem.description, rtol=args.rtol, atol=args.atol)
+        record.update({k: v for k, v in result.info.items() if isinstance(v, (int, float, str))})
+        records.append(record)
+    if args.json:
+        print(json.dumps(records[0] if len(records) == 1 else records, indent=2))
+    else:
+        _print_table(problem.description, n, records)
+        if args.out:
+            print(f"solution written to {args.out}")
+        if args.plot:
+            print(f"convergence plot written to {args.plot}")
+    return 0 if all(r["converged"] for r in records) else 1
+
+
+def _print_table(description: str, n: int, records: Sequence[dict]) -> None:
+    print(f"{description}: {n} unknowns, rtol {records[0]['rtol']:g}")
+    header = (
+        f"{'method':<10} {'converged':>9} {'iter':>6} {'rel. residual':>13} "
+        f"{'setup s':>9} {'solve s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in records:
+        print(
+            f"{r['method']:<10} {('yes' if r['converged'] else 'NO'):>9} {r['iterations']:>6} "
+            f"{r['relative_residual']:>13.3e} {r['setup_time']:>9.3f} {r['solve_time']:>9.3f}"
+        )
+    for r in records:
+        if not r["converged"]:
+            print(f"{r['method']}: {r['status']}")
+
+
+# --- physnet bench ---------------------------------------------------------------------
+def _add_bench_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run a benchmark from the source tree's benchmarks/ folder",
+        description="Run benchmarks/NAME.py of a source checkout; extra arguments are passed on.",
+    )
+    parser.add_argument("name", help="benchmark name, e.g. poisson")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    parser.set_defaults(handler=_bench_command)
+
+
+def _bench_command(args: argparse.Namespace) -> int:
+    import runpy
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    script = folder / f"{args.name}.py"
+    if not script.is_file():
+        available = sorted(p.stem for p in folder.glob("*.py")) if folder.is_dir() else []
+        raise CommandError(
+            f"no benchmark named {args.name!r}"
+            + (
+                f"; available: {', '.join(available)}"
+                if available
+                else " (benchmarks live in a source checkout of physnet)"
+            )
+        )
+    sys.argv = [str(script), *args.arguments]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+# --- entry point -----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from physnet import __version__
+
+    parser = argparse.ArgumentParser(prog="physnet", description="physnet: learned physics solvers")
+    parser.add_argument("--version", action="version", version=f"physnet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_solve_parser(subparsers)
+    _add_bench_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``physnet`` command; returns the exit status."""
+    from physnet._io import FileFormatError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CommandError, FileFormatError, ValueError, TypeError, ImportError) as exc:
+        print(f"physnet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"physnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
