@@ -227,8 +227,9 @@ def main(argv=None) -> dict:
 
     report = {
         "machine": machine(),
-        "command": "python benchmarks/poisson.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(
+            ["python benchmarks/poisson.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "scene": args.scene,
         "seed": args.seed,
         "rtol": args.rtol,

@@ -6,7 +6,7 @@ Examples
 >>> from physnet.operators import MatrixOperator
 >>> from physnet.testing import dot_product_test
 >>> error = dot_product_test(MatrixOperator(sp.random(20, 30, density=0.2, random_state=0)))
->>> error < 1e-12
+>>> bool(error < 1e-12)
 True
 """
 
