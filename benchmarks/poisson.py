@@ -14,10 +14,7 @@ Results go to ``benchmarks/results/poisson.{json,md}`` with the machine describe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy
 import scipy.sparse.linalg
+from _common import machine
 from tqdm import tqdm
 
 import physnet
@@ -35,38 +33,6 @@ from physnet.solvers import solve
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("cg", "jacobi", "ic", "amg")
-
-
-def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    memory_gib = None
-    with contextlib.suppress(ValueError, OSError):
-        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    import numba
-    import pyamg
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(memory_gib, 1) if memory_gib else None,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "pyamg": pyamg.__version__,
-        "numba": numba.__version__,
-        "numba_threads": numba.get_num_threads(),
-        "physnet": physnet.__version__,
-        "platform": platform.platform(),
-    }
 
 
 def median_time(function, repeats: int) -> tuple[float, list[float]]:

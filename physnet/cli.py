@@ -241,6 +241,134 @@ def _print_table(description: str, n: int, records: Sequence[dict]) -> None:
             print(f"{r['method']}: {r['status']}")
 
 
+# --- physnet generate / train / evaluate --------------------------------------------------
+def _add_generate_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate a dataset into physnet's HDF5 store",
+        description=(
+            "Generate a dataset (a registered generator name, a dataset folder's generate.toml "
+            "or a TOML config file) into one HDF5 store. Deterministic per sample, resumable "
+            "(rerun the same command after an interruption), sharded by RANK/WORLD_SIZE."
+        ),
+    )
+    parser.add_argument("dataset", help="generator/dataset name or a generate.toml path")
+    parser.add_argument("--out", required=True, help="output HDF5 file")
+    parser.add_argument("--samples", type=int, default=None, help="number of samples")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: the config's)")
+    parser.add_argument("--rank", type=int, default=None, help="shard index (default $RANK)")
+    parser.add_argument(
+        "--world-size", type=int, default=None, help="number of shards (default $WORLD_SIZE)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=_generate_command)
+
+
+def _generate_command(args: argparse.Namespace) -> int:
+    import time
+
+    from physnet.datasets.generate import generate
+
+    if args.workers < 1:
+        raise CommandError(f"--workers must be at least 1, got {args.workers}")
+    start = time.perf_counter()
+    path = generate(
+        args.dataset,
+        args.out,
+        samples=args.samples,
+        workers=args.workers,
+        seed=args.seed,
+        rank=args.rank,
+        world_size=args.world_size,
+        progress=not (args.no_progress or args.json),
+    )
+    seconds = time.perf_counter() - start
+    record = {"path": str(path), "seconds": seconds}
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"wrote {path} in {seconds:.1f} s")
+    return 0
+
+
+def _add_train_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model from a TOML config (also under torchrun)",
+        description=(
+            "Train a registered model on a dataset as a TOML config describes ([model], "
+            "[data], [training]). Under torchrun it runs DistributedDataParallel."
+        ),
+    )
+    parser.add_argument("config", help="training config (.toml)")
+    parser.add_argument("--out", default=None, help="run directory (checkpoints, metrics)")
+    parser.add_argument("--resume", action="store_true", help="resume from --out's last state")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=_train_command)
+
+
+def _train_command(args: argparse.Namespace) -> int:
+    from physnet.training import train_from_config
+
+    history = train_from_config(args.config, out=args.out, resume=args.resume)
+    records = [dict(record) for record in getattr(history, "records", history)]
+    if args.json:
+        print(json.dumps(records[-1] if records else {}, indent=2, default=float))
+    elif records:
+        last = records[-1]
+        print(
+            ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()
+            )
+        )
+    return 0
+
+
+def _add_evaluate_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="metrics of a checkpoint (or pretrained name) on a dataset",
+        description=(
+            "Evaluate a checkpoint or pretrained model on any dataset physnet.datasets.open "
+            "reads (physnet store, FNO .mat, PDEBench HDF5)."
+        ),
+    )
+    parser.add_argument("checkpoint", help="model checkpoint (.safetensors) or pretrained name")
+    parser.add_argument("data", help="dataset file")
+    parser.add_argument("--split", default=None, help="split of a physnet store (e.g. test)")
+    parser.add_argument("--stride", type=int, default=1, help="subsampling stride of readers")
+    parser.add_argument(
+        "--metrics", default="relative_l2,relative_h1", help="comma-separated metric names"
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(handler=_evaluate_command)
+
+
+def _evaluate_command(args: argparse.Namespace) -> int:
+    from physnet.training import evaluate
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    report = evaluate(
+        args.checkpoint,
+        args.data,
+        metrics=metrics,
+        batch_size=args.batch_size,
+        split=args.split,
+        stride=args.stride,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2, default=float))
+    else:
+        for key, value in report.items():
+            print(f"{key:>14}: {value:.6g}" if isinstance(value, float) else f"{key:>14}: {value}")
+    return 0
+
+
 # --- physnet bench ---------------------------------------------------------------------
 def _add_bench_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -269,6 +397,7 @@ def _bench_command(args: argparse.Namespace) -> int:
             )
         )
     sys.argv = [str(script), *args.arguments]
+    sys.path.insert(0, str(folder))  # as `python benchmarks/NAME.py` would
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
@@ -281,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"physnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_solve_parser(subparsers)
+    _add_generate_parser(subparsers)
+    _add_train_parser(subparsers)
+    _add_evaluate_parser(subparsers)
     _add_bench_parser(subparsers)
     return parser
 

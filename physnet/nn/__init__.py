@@ -1,0 +1,31 @@
+"""Neural networks and the model registry (needs torch).
+
+Every physnet network subclasses :class:`Model` with a registered name, so
+``create(name, **config)`` builds it and a checkpoint (one ``.safetensors`` file: weights
+plus name and config, never a pickle) rebuilds it with :func:`load`.
+
+Examples
+--------
+>>> import os, tempfile
+>>> import torch
+>>> import physnet.nn
+>>> model = physnet.nn.create("conv-net", in_channels=1, out_channels=1, hidden_channels=8)
+>>> path = os.path.join(tempfile.mkdtemp(), "conv.safetensors")
+>>> physnet.nn.save(model, path)
+>>> physnet.nn.load(path)(torch.zeros(2, 1, 16, 16)).shape
+torch.Size([2, 1, 16, 16])
+"""
+
+from physnet.nn._registry import Model, available_models, create
+from physnet.nn.checkpoint import load, read_metadata, save
+from physnet.nn.convnet import ConvNet
+
+__all__ = [
+    "ConvNet",
+    "Model",
+    "available_models",
+    "create",
+    "load",
+    "read_metadata",
+    "save",
+]

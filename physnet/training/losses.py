@@ -1,0 +1,325 @@
+"""Losses and metrics for fields on grids: relative Lp, relative H1 and mean squared error.
+
+Every function takes ``(prediction, target)`` tensors of the same shape
+``(batch, channels, *grid)``, measures each sample over all its non-batch axes (channels
+included, jointly), and then reduces over the batch: ``reduction="mean"`` (the default)
+averages the per-sample values, ``"sum"`` adds them, ``"none"`` returns them as a tensor of
+shape ``(batch,)``. A loss is therefore independent of the batch size, unlike
+neuraloperator's ``LpLoss``/``H1Loss`` whose default sums over the batch.
+
+:data:`LOSSES` maps the names used in training configs to these functions; :func:`get_loss`
+looks one up.
+
+Examples
+--------
+>>> import torch
+>>> from physnet.training.losses import get_loss
+>>> target = torch.ones(2, 1, 8, 8)
+>>> get_loss("relative_l2")(1.1 * target, target)
+tensor(0.1000)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from types import MappingProxyType
+
+import torch
+
+__all__ = [
+    "LOSSES",
+    "get_loss",
+    "mse",
+    "relative_h1",
+    "relative_l1",
+    "relative_l2",
+    "relative_lp",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check(function: str, prediction: torch.Tensor, target: torch.Tensor, min_ndim: int) -> None:
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"{function}: prediction has shape {tuple(prediction.shape)} and target "
+            f"{tuple(target.shape)}; they must be equal (no broadcasting)"
+        )
+    if prediction.ndim < min_ndim:
+        layout = "(batch, channels, *grid)" if min_ndim > 2 else "(batch, ...)"
+        raise ValueError(
+            f"{function}: expected tensors shaped {layout} with at least {min_ndim} axes, "
+            f"got shape {tuple(prediction.shape)}"
+        )
+
+
+def _reduce(function: str, per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "none":
+        return per_sample
+    raise ValueError(f"{function}: reduction={reduction!r}, expected one of {_REDUCTIONS}")
+
+
+def relative_lp(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    p: float = 2,
+    *,
+    eps: float = 1e-12,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Relative Lp error per sample, ``||prediction - target||_p / ||target||_p``.
+
+    Parameters
+    ----------
+    prediction, target : torch.Tensor
+        Same shape ``(batch, ...)``; each sample's norm runs over all its other axes.
+    p : float, default 2
+        Order of the norm, ``p >= 1`` (``math.inf`` for the maximum norm).
+    eps : float, default 1e-12
+        Floor on the target's norm, so an all-zero target gives a finite value.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Over the batch: mean or sum of the per-sample errors, or the ``(batch,)`` tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, or shape ``(batch,)`` for ``reduction="none"``.
+
+    Raises
+    ------
+    ValueError
+        Shapes that differ or have no batch axis, ``p < 1``, or an unknown reduction.
+
+    Notes
+    -----
+    The norms are discrete vector norms over the grid points. On a uniform grid the
+    quadrature weight of a continuous norm is the same in numerator and denominator and
+    cancels, so this is also the relative error of the continuous Lp norms up to quadrature.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from physnet.training.losses import relative_lp
+    >>> target = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    >>> prediction = torch.tensor([[3.0, 4.5], [1.0, 1.0]])
+    >>> relative_lp(prediction, target, reduction="none")
+    tensor([0.1000, 1.0000])
+    >>> relative_lp(prediction, target)
+    tensor(0.5500)
+    """
+    _check("relative_lp", prediction, target, 2)
+    if not p >= 1:
+        raise ValueError(f"relative_lp: p={p!r}, expected p >= 1 (or math.inf)")
+    error = (prediction - target).flatten(1)
+    numerator = torch.linalg.vector_norm(error, ord=p, dim=1)
+    denominator = torch.linalg.vector_norm(target.flatten(1), ord=p, dim=1)
+    return _reduce("relative_lp", numerator / denominator.clamp_min(eps), reduction)
+
+
+def relative_l2(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    eps: float = 1e-12,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Relative L2 error per sample: :func:`relative_lp` with ``p=2``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from physnet.training.losses import relative_l2
+    >>> relative_l2(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 2.0]]))
+    tensor(0.5000)
+    """
+    return relative_lp(prediction, target, 2, eps=eps, reduction=reduction)
+
+
+def relative_l1(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    eps: float = 1e-12,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Relative L1 error per sample: :func:`relative_lp` with ``p=1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from physnet.training.losses import relative_l1
+    >>> relative_l1(torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 3.0]]))
+    tensor(0.5000)
+    """
+    return relative_lp(prediction, target, 1, eps=eps, reduction=reduction)
+
+
+def relative_h1(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    spacing: float | Sequence[float] | None = None,
+    *,
+    eps: float = 1e-12,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Relative H1 error per sample on a non-periodic grid.
+
+    .. math::
+
+        \\frac{\\sqrt{\\|e\\|_{L^2}^2 + \\|\\nabla e\\|_{L^2}^2}}
+              {\\sqrt{\\|u\\|_{L^2}^2 + \\|\\nabla u\\|_{L^2}^2}},
+        \\qquad e = \\hat u - u,
+
+    with ``u`` the target and :math:`\\hat u` the prediction; the norms run over the grid
+    axes and the channels of each sample.
+
+    Parameters
+    ----------
+    prediction, target : torch.Tensor
+        Same shape ``(batch, channels, *grid)``, at least 3 points per grid axis. The grid
+        holds nodal values with nodes on the boundary of the domain.
+    spacing : float or sequence of float, optional
+        Grid spacing, one for all axes or one per grid axis. By default ``1 / (n - 1)`` for
+        an axis of ``n`` points: the unit square or cube with nodes on its boundary.
+        Only the ratio of the two terms depends on it, so it matters: the gradient term
+        weighs ``1 / spacing**2`` relative to the value term.
+    eps : float, default 1e-12
+        Floor on the target's H1 norm, so an all-zero target gives a finite value.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Over the batch: mean or sum of the per-sample errors, or the ``(batch,)`` tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, or shape ``(batch,)`` for ``reduction="none"``.
+
+    Raises
+    ------
+    ValueError
+        Shapes that differ, fewer than 3 axes or 3 points per grid axis, a spacing of the
+        wrong length or not positive, or an unknown reduction.
+
+    Notes
+    -----
+    Partial derivatives are second-order finite differences that do not wrap around the
+    domain: central differences inside and one-sided three-point differences on the
+    boundary (:func:`torch.gradient` with ``edge_order=2``). The integrals use the
+    trapezoidal rule (half weights on boundary nodes). Both are second-order accurate on
+    smooth fields, so the value converges to the continuous relative H1 error as
+    :math:`O(h^2)`. neuraloperator's ``H1Loss`` uses periodic differences by default,
+    which on a non-periodic field (a Dirichlet Darcy solution, say) differentiate across
+    the jump between opposite boundaries and give an O(1) wrong gradient there.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from physnet.training.losses import relative_h1
+    >>> x = torch.linspace(0, 1, 65, dtype=torch.float64)
+    >>> target = torch.sin(math.pi * x)[:, None] * torch.sin(math.pi * x)[None, :]
+    >>> error = 0.01 * torch.ones_like(target)  # a constant offset: no gradient error
+    >>> value = relative_h1((target + error)[None, None], target[None, None])
+    >>> exact = math.sqrt(1e-4 / (1 / 4 + math.pi**2 / 2))
+    >>> abs(value.item() - exact) < 1e-5
+    True
+    """
+    _check("relative_h1", prediction, target, 3)
+    grid = prediction.shape[2:]
+    if min(grid) < 3:
+        raise ValueError(
+            f"relative_h1: every grid axis needs at least 3 points for second-order "
+            f"differences, got grid shape {tuple(grid)}"
+        )
+    if spacing is None:
+        spacings = [1.0 / (n - 1) for n in grid]
+    elif isinstance(spacing, (int, float)):
+        spacings = [float(spacing)] * len(grid)
+    else:
+        spacings = [float(h) for h in spacing]
+        if len(spacings) != len(grid):
+            raise ValueError(
+                f"relative_h1: spacing has {len(spacings)} entries for {len(grid)} grid axes "
+                f"(grid shape {tuple(grid)})"
+            )
+    if not all(h > 0 and math.isfinite(h) for h in spacings):
+        raise ValueError(f"relative_h1: spacing must be positive and finite, got {spacing!r}")
+    root_weights = _trapezoid_weights(grid, prediction).sqrt()
+    numerator = _h1_norm(prediction - target, spacings, root_weights)
+    denominator = _h1_norm(target, spacings, root_weights)
+    per_sample = numerator / denominator.clamp_min(eps)
+    return _reduce("relative_h1", per_sample, reduction)
+
+
+def _trapezoid_weights(grid: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """Product trapezoidal weights (without the cell volume, which cancels in the ratio)."""
+    dtype = like.real.dtype if like.is_complex() else like.dtype
+    weights = torch.ones((), dtype=dtype, device=like.device)
+    for n in grid:
+        axis = torch.ones(n, dtype=dtype, device=like.device)
+        axis[0] = axis[-1] = 0.5
+        weights = weights[..., None] * axis
+    return weights
+
+
+def _h1_norm(
+    field: torch.Tensor, spacings: Sequence[float], root_weights: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample discrete H1 norm: values and partial derivatives, all channels together."""
+    grid_axes = tuple(range(2, field.ndim))
+    derivatives = torch.gradient(field, spacing=list(spacings), dim=grid_axes, edge_order=2)
+    # One vector norm over everything (rather than sqrt of a sum of squares) keeps the
+    # gradient finite where the error is exactly zero.
+    terms = [(term * root_weights).flatten(1) for term in (field, *derivatives)]
+    return torch.linalg.vector_norm(torch.cat(terms, dim=1), dim=1)
+
+
+def mse(prediction: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """Mean squared error per sample (over all non-batch axes), then reduced over the batch.
+
+    With ``reduction="mean"`` this equals :func:`torch.nn.functional.mse_loss`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from physnet.training.losses import mse
+    >>> mse(torch.tensor([[1.0, 3.0], [0.0, 0.0]]), torch.zeros(2, 2), reduction="none")
+    tensor([5., 0.])
+    """
+    _check("mse", prediction, target, 2)
+    per_sample = ((prediction - target).abs() ** 2).flatten(1).mean(dim=1)
+    return _reduce("mse", per_sample, reduction)
+
+
+LOSSES: MappingProxyType[str, Callable[..., torch.Tensor]] = MappingProxyType(
+    {
+        "relative_l2": relative_l2,
+        "relative_l1": relative_l1,
+        "relative_h1": relative_h1,
+        "mse": mse,
+    }
+)
+"""The losses by the names training configs use (read-only)."""
+
+
+def get_loss(name: str) -> Callable[..., torch.Tensor]:
+    """The loss function registered under ``name`` in :data:`LOSSES`.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown (the message lists the known names).
+
+    Examples
+    --------
+    >>> from physnet.training.losses import get_loss
+    >>> get_loss("mse").__name__
+    'mse'
+    """
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; available losses: {', '.join(LOSSES)}") from None
