@@ -41,6 +41,7 @@ __all__ = [
     "atomic_write",
     "check_readable",
     "load_npy",
+    "publish",
     "save_npy",
     "write_text",
 ]
@@ -100,7 +101,14 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def _publish(temporary: str, path: Path) -> None:
+def publish(temporary: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temporary file onto ``path`` atomically and durably.
+
+    The file gets ``path``'s old permissions (or the usual ones for a new file) and the
+    directory entry is fsynced. For writers that build a file over several runs (a
+    resumable ``.partial`` store) and publish it once it is complete.
+    """
+    temporary, path = os.fspath(temporary), Path(path)
     mode = path.stat().st_mode & 0o7777 if path.exists() else _new_file_mode()
     os.chmod(temporary, mode)
     os.replace(temporary, path)
@@ -142,7 +150,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         yield temporary
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
-        _publish(temporary, path)
+        publish(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
@@ -192,7 +200,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             yield f
             f.flush()
             os.fsync(f.fileno())
-        _publish(temporary, path)
+        publish(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)

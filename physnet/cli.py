@@ -261,6 +261,20 @@ def _add_generate_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--world-size", type=int, default=None, help="number of shards (default $WORLD_SIZE)"
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a generator option, e.g. --set size=32 (repeatable)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge the --world-size finished shard files of --out into --out (run once, "
+        "after every rank has finished) instead of generating",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(handler=_generate_command)
@@ -269,11 +283,19 @@ def _add_generate_parser(subparsers: Any) -> None:
 def _generate_command(args: argparse.Namespace) -> int:
     import time
 
-    from physnet.datasets.generate import generate
+    from physnet._toml import parse_assignments
+    from physnet.datasets.generate import generate, merge_shards
 
     if args.workers < 1:
         raise CommandError(f"--workers must be at least 1, got {args.workers}")
     start = time.perf_counter()
+    if args.merge:
+        if args.world_size is None:
+            raise CommandError("--merge needs --world-size, the number of shards to merge")
+        path = merge_shards(args.out, args.world_size)
+        record = {"path": str(path), "seconds": time.perf_counter() - start}
+        print(json.dumps(record, indent=2) if args.json else f"merged into {path}")
+        return 0
     path = generate(
         args.dataset,
         args.out,
@@ -283,6 +305,7 @@ def _generate_command(args: argparse.Namespace) -> int:
         rank=args.rank,
         world_size=args.world_size,
         progress=not (args.no_progress or args.json),
+        overrides=dict(parse_assignments(args.overrides)) or None,
     )
     seconds = time.perf_counter() - start
     record = {"path": str(path), "seconds": seconds}
@@ -305,23 +328,45 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("config", help="training config (.toml)")
     parser.add_argument("--out", default=None, help="run directory (checkpoints, metrics)")
     parser.add_argument("--resume", action="store_true", help="resume from --out's last state")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.epochs=5 (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(handler=_train_command)
 
 
 def _train_command(args: argparse.Namespace) -> int:
-    from physnet.training import train_from_config
+    from physnet.training import TrainingDiverged, train_from_config
+    from physnet.training.distributed import is_main_process
 
-    history = train_from_config(args.config, out=args.out, resume=args.resume)
-    records = [dict(record) for record in getattr(history, "records", history)]
+    try:
+        history = train_from_config(
+            args.config, out=args.out, resume=args.resume, overrides=args.overrides
+        )
+    except TrainingDiverged as exc:
+        print(f"physnet train: {exc}", file=sys.stderr)
+        return 1
+    if not is_main_process():
+        return 0
+    summary = {
+        "epochs": len(history.records),
+        "best_epoch": history.best_epoch,
+        "best": history.best_value,
+        "monitor": history.monitor,
+        "stop_reason": history.stop_reason,
+        "last": history.records[-1] if history.records else {},
+    }
     if args.json:
-        print(json.dumps(records[-1] if records else {}, indent=2, default=float))
-    elif records:
-        last = records[-1]
+        print(json.dumps(summary, indent=2, default=float))
+    else:
         print(
-            ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()
-            )
+            f"{summary['epochs']} epochs ({summary['stop_reason']}); best {summary['monitor']} "
+            f"{summary['best']:.4g} at epoch {summary['best_epoch']}"
         )
     return 0
 
@@ -425,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (CommandError, FileFormatError, ValueError, TypeError, ImportError) as exc:
+    except (CommandError, FileFormatError, OSError, ValueError, TypeError, ImportError) as exc:
         print(f"physnet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

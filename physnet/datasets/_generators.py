@@ -21,9 +21,7 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -180,8 +178,7 @@ class PoissonScenes:
         scene_seed = int(rng.integers(2**63 - 1))
         scene = make_scene(name, config["size"], ndim=config["ndim"], seed=scene_seed)
         A = scene.operator()
-        with _legacy_random_state(int(rng.integers(2**32))):
-            result = solve(A, scene.rhs_vector(), method="amg", rtol=config["rtol"])
+        result = solve(A, scene.rhs_vector(), method="amg", rtol=config["rtol"])
         if not result.converged:
             raise RuntimeError(
                 f"poisson-scenes: sample {index} ({name}, scene seed {scene_seed}) did not "
@@ -192,14 +189,3 @@ class PoissonScenes:
             "rhs": scene.rhs.astype(np.float32),
             "solution": A.scatter(result.x).astype(np.float32),
         }
-
-
-@contextlib.contextmanager
-def _legacy_random_state(seed: int) -> Iterator[None]:
-    """Seed NumPy's legacy global generator for the block, then restore its state."""
-    state = np.random.get_state()  # noqa: NPY002 - pyamg draws from the legacy global state
-    np.random.seed(seed)  # noqa: NPY002
-    try:
-        yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002

@@ -61,16 +61,12 @@ from typing import Any
 
 import numpy as np
 
+from physnet._toml import load_toml
 from physnet.datasets.store import (
     StoreDataset,
     StoreWriter,
     partial_path,
 )
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "GenerationPlan",
@@ -480,13 +476,7 @@ def _load_table(name_or_config: str | os.PathLike) -> tuple[dict[str, Any], str]
             generator = _GENERATORS[name]
             table = {"generator": name, "config": {}, "splits": dict(generator.default_splits)}
             return table, f"generator {name!r} (defaults)"
-    if not path.is_file():
-        raise FileNotFoundError(f"generate: no such configuration file: {path}")
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f), os.fspath(path)
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path}: invalid TOML ({error})") from None
+    return load_toml(path), os.fspath(path)
 
 
 def split_indices(n_samples: int, fractions: Mapping[str, float]) -> dict[str, np.ndarray]:

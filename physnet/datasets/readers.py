@@ -42,6 +42,7 @@ array([[25., 27., 29.],
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -52,6 +53,7 @@ import scipy.io
 from physnet._io import FileFormatError, check_readable
 from physnet.backend import require
 from physnet.datasets._base import FieldDataset
+from physnet.datasets._handles import PerProcessHandle
 
 __all__ = ["FNODarcyDataset", "PDEBenchDarcyDataset"]
 
@@ -179,22 +181,15 @@ def _check_pair(
 
 
 class _LazyHDF5:
-    """An HDF5 file opened on first use in each process, reopened after a fork.
-
-    h5py handles must not cross a ``fork`` (DataLoader workers) and cannot be pickled
-    (``spawn`` workers): each process opens its own, and pickling drops it.
-    """
+    """Reads samples from an HDF5 file opened lazily in each process (see PerProcessHandle)."""
 
     path: str
-    _handle: Any = None
-    _pid: int | None = None
+    _handle: PerProcessHandle | None = None
 
     def _file(self) -> Any:
-        pid = os.getpid()
-        if self._handle is None or self._pid != pid:
-            self._handle = open_hdf5(self.path)
-            self._pid = pid
-        return self._handle
+        if self._handle is None:
+            self._handle = PerProcessHandle(functools.partial(open_hdf5, self.path))
+        return self._handle.get()
 
     def _read(self, key: str, selection: tuple, index: int) -> np.ndarray:
         try:
@@ -206,16 +201,8 @@ class _LazyHDF5:
 
     def close(self) -> None:
         """Close this process's handle on the file (reopened by the next sample read)."""
-        if self._handle is not None and self._pid == os.getpid():
+        if self._handle is not None:
             self._handle.close()
-        self._handle = None
-        self._pid = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_handle"] = None
-        state["_pid"] = None
-        return state
 
 
 def _hdf5_arrays(path: str | os.PathLike, file: Any, keys: Iterable[str]) -> dict[str, Any]:

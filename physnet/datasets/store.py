@@ -52,6 +52,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import numbers
 import os
@@ -63,9 +64,10 @@ from typing import Any
 
 import numpy as np
 
-from physnet._io import FileFormatError, _publish, check_readable
+from physnet._io import FileFormatError, check_readable, publish
 from physnet.backend import require
 from physnet.datasets._base import FieldDataset
+from physnet.datasets._handles import PerProcessHandle
 
 __all__ = [
     "FORMAT_NAME",
@@ -639,7 +641,7 @@ class StoreWriter:
         self.close()
         with open(self.partial, "rb+") as f:
             os.fsync(f.fileno())
-        _publish(os.fspath(self.partial), self.path)
+        publish(os.fspath(self.partial), self.path)
         return self.path
 
     def close(self) -> None:
@@ -820,8 +822,7 @@ class StoreDataset(FieldDataset):
     ) -> None:
         self.path = Path(path)
         self.verify_checksums = bool(verify_checksums)
-        self._state: _OpenStore | None = None
-        self._pid: int | None = None
+        self._store: PerProcessHandle | None = None
         with _open_for_reading(self.path) as file:
             attributes = _read_layout(self.path, file)
             self._all_fields = tuple(attributes["fields"])
@@ -881,11 +882,11 @@ class StoreDataset(FieldDataset):
         return self.n_samples if self._indices is None else int(self._indices.size)
 
     def _open_here(self) -> _OpenStore:
-        if self._state is None or self._pid != os.getpid():
-            # After a fork the parent's handle is not ours to use (nor to close).
-            self._state = _OpenStore(self.path, self.fields, self.verify_checksums)
-            self._pid = os.getpid()
-        return self._state
+        if self._store is None:
+            self._store = PerProcessHandle(
+                functools.partial(_OpenStore, self.path, self.fields, self.verify_checksums)
+            )
+        return self._store.get()
 
     def _sample(self, index: int) -> dict[str, np.ndarray]:
         file_index = index if self._indices is None else int(self._indices[index])
@@ -906,16 +907,8 @@ class StoreDataset(FieldDataset):
 
     def close(self) -> None:
         """Close this process's file handle (it is reopened on the next read)."""
-        if self._state is not None and self._pid == os.getpid():
-            self._state.file.close()
-        self._state = None
-        self._pid = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_state"] = None
-        state["_pid"] = None
-        return state
+        if self._store is not None:
+            self._store.close()
 
     def __enter__(self) -> StoreDataset:
         return self
@@ -942,6 +935,9 @@ class _OpenStore:
         except (KeyError, OSError, RuntimeError) as error:
             self.file.close()
             raise FileFormatError(path, f"unreadable store ({error})") from None
+
+    def close(self) -> None:
+        self.file.close()
 
     def read(self, name: str, index: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         dataset, direct = self.datasets[name]

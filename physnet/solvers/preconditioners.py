@@ -9,8 +9,10 @@ constructor, and its duration kept in ``setup_time`` (seconds).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -178,6 +180,10 @@ class AMG(LinearOperator):
     max_coarse : int, default 500
         Largest coarsest-level size (solved directly).
     cycle : {"V", "W", "F", "AMLI"}, default "V"
+    seed : int, default 0
+        Seed of the random start vector pyamg uses to estimate spectral radii (it draws
+        from NumPy's legacy global generator, which is restored afterwards): the same
+        matrix always gives the same hierarchy, bit for bit.
     **options
         Further keyword arguments of :func:`pyamg.smoothed_aggregation_solver`
         (``strength``, ``smooth``, ``presmoother``, ``max_levels``...);
@@ -227,7 +233,9 @@ class AMG(LinearOperator):
 
     hermitian = True
 
-    def __init__(self, A: Any, *, max_coarse: int = 500, cycle: str = "V", **options: Any) -> None:
+    def __init__(
+        self, A: Any, *, max_coarse: int = 500, cycle: str = "V", seed: int = 0, **options: Any
+    ) -> None:
         import pyamg
 
         start = time.perf_counter()
@@ -240,7 +248,10 @@ class AMG(LinearOperator):
                 "cycle or keyword arguments of pyamg.smoothed_aggregation_solver"
             )
         options.setdefault("symmetry", "symmetric")
-        self.hierarchy = pyamg.smoothed_aggregation_solver(csr, max_coarse=max_coarse, **options)
+        with _legacy_random_state(seed):
+            self.hierarchy = pyamg.smoothed_aggregation_solver(
+                csr, max_coarse=max_coarse, **options
+            )
         self._cycle = self.hierarchy.aspreconditioner(cycle=cycle)
         self.shape = csr.shape
         self.dtype = np.dtype(self._cycle.dtype)
@@ -365,3 +376,14 @@ class IncompleteCholesky(LinearOperator):
 
     def _matvec(self, x: Any) -> Any:
         return _host_apply(self._solve, x)
+
+
+@contextlib.contextmanager
+def _legacy_random_state(seed: int) -> Iterator[None]:
+    """Seed NumPy's legacy global generator for the block, then restore its state."""
+    state = np.random.get_state()  # noqa: NPY002 - pyamg draws from the legacy global state
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002

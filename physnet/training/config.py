@@ -52,7 +52,6 @@ import dataclasses
 import difflib
 import json
 import os
-import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -60,13 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from physnet._io import FileFormatError, check_readable, write_text
+from physnet._io import write_text
+from physnet._toml import load_toml, parse_assignments
 from physnet.training.trainer import STATE, History, Trainer
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "DataConfig",
@@ -222,37 +217,10 @@ def load_config(
         For an unknown table or key (listing the valid ones), a missing required key, or a
         value of the wrong type (naming the key path, what was expected and what was given).
     """
-    check_readable(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as error:
-        raise FileFormatError(path, f"invalid TOML ({error})") from None
-    except UnicodeDecodeError as error:
-        raise FileFormatError(path, f"not UTF-8 text ({error})") from None
-    for key, value in _parse_overrides(overrides):
+    raw = load_toml(path)
+    for key, value in parse_assignments(overrides):
         _set_dotted(raw, key, value)
     return _from_dict(raw, Path(path))
-
-
-def _parse_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, Any]]:
-    if overrides is None:
-        return []
-    if isinstance(overrides, Mapping):
-        return list(overrides.items())
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    parsed = []
-    for item in overrides:
-        key, separator, text = str(item).partition("=")
-        if not separator or not key.strip():
-            raise ValueError(f"override {item!r}: expected KEY=VALUE, e.g. training.epochs=5")
-        try:
-            value = tomllib.loads(f"value = {text.strip()}")["value"]
-        except tomllib.TOMLDecodeError:
-            value = text.strip()
-        parsed.append((key.strip(), value))
-    return parsed
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

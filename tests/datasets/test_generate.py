@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg
 
+from physnet._io import FileFormatError
 from physnet.datasets import make_scene
 from physnet.datasets.generate import (
     generate,
@@ -117,7 +118,7 @@ def test_catalogued_dataset_and_overrides():
 def test_unknown_name_and_missing_file(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset or generator 'nothing'"):
         plan_generation("nothing")
-    with pytest.raises(FileNotFoundError, match=r"missing\.toml"):
+    with pytest.raises(FileFormatError, match=r"missing\.toml"):
         plan_generation(tmp_path / "missing.toml")
 
 

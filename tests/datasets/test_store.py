@@ -315,7 +315,7 @@ def test_pickled_dataset_carries_no_handle(store):
     dataset = StoreDataset(store)
     dataset[0]
     clone = pickle.loads(pickle.dumps(dataset))
-    assert clone._state is None
+    assert clone._store._resource is None
     np.testing.assert_array_equal(clone[2]["flags"], dataset[2]["flags"])
     dataset.close()
     clone.close()
