@@ -618,6 +618,7 @@ def generate(
     rank, world_size = _rank_and_world_size(rank, world_size)
     generator = get_generator(plan.generator)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     attrs = _store_attributes(plan)
     if world_size > 1:
         if world_size > plan.samples:
