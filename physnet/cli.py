@@ -35,6 +35,21 @@ class _Problem:
     grid_operator: Any = None  # a GridPoisson when the input was a grid: --out scatters to it
 
 
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_overrides(parser: argparse.ArgumentParser, what: str, example: str) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override {what}, e.g. --set {example} (repeatable)",
+    )
+
+
 # --- physnet solve ---------------------------------------------------------------------
 def _add_solve_parser(subparsers: Any) -> None:
     from physnet.datasets import available_scenes
@@ -80,7 +95,7 @@ def _add_solve_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--out", help="write the solution as .npy (full grid for grid inputs)")
     parser.add_argument("--plot", help="write a convergence plot (PNG)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_json(parser)
     parser.set_defaults(handler=_solve_command)
 
 
@@ -261,14 +276,7 @@ def _add_generate_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--world-size", type=int, default=None, help="number of shards (default $WORLD_SIZE)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a generator option, e.g. --set size=32 (repeatable)",
-    )
+    _add_overrides(parser, "a generator option", "size=32")
     parser.add_argument(
         "--merge",
         action="store_true",
@@ -276,7 +284,7 @@ def _add_generate_parser(subparsers: Any) -> None:
         "after every rank has finished) instead of generating",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_json(parser)
     parser.set_defaults(handler=_generate_command)
 
 
@@ -328,15 +336,8 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("config", help="training config (.toml)")
     parser.add_argument("--out", default=None, help="run directory (checkpoints, metrics)")
     parser.add_argument("--resume", action="store_true", help="resume from --out's last state")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set training.epochs=5 (repeatable)",
-    )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_overrides(parser, "a config value", "training.epochs=5")
+    _add_json(parser)
     parser.set_defaults(handler=_train_command)
 
 
@@ -389,7 +390,7 @@ def _add_evaluate_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_json(parser)
     parser.set_defaults(handler=_evaluate_command)
 
 

@@ -225,7 +225,20 @@ def _float32(array: np.ndarray) -> np.ndarray:
 # --- FNO Darcy .mat -----------------------------------------------------------------------
 
 
-class FNODarcyDataset(_LazyHDF5, FieldDataset):
+class _DarcyReader(_LazyHDF5, FieldDataset):
+    """What the Darcy readers share: fields, inputs/targets, stride, a readable path."""
+
+    def _describe(self, path: str | os.PathLike, stride: int, fields: Iterable[str] | None) -> None:
+        owner = type(self).__name__
+        self.path = os.fspath(path)
+        self.stride = _check_stride(owner, stride)
+        self.fields = _check_fields(owner, fields, _DARCY_FIELDS)
+        self.inputs = tuple(name for name in ("coefficient",) if name in self.fields)
+        self.targets = tuple(name for name in ("solution",) if name in self.fields)
+        check_readable(path)
+
+
+class FNODarcyDataset(_DarcyReader):
     """Darcy flow samples from an FNO-style ``.mat`` file (keys ``coeff`` and ``sol``).
 
     Parameters
@@ -293,13 +306,7 @@ class FNODarcyDataset(_LazyHDF5, FieldDataset):
         n_samples: int | None = None,
         fields: Iterable[str] | None = None,
     ) -> None:
-        owner = type(self).__name__
-        self.path = os.fspath(path)
-        self.stride = _check_stride(owner, stride)
-        self.fields = _check_fields(owner, fields, _DARCY_FIELDS)
-        self.inputs = tuple(name for name in ("coefficient",) if name in self.fields)
-        self.targets = tuple(name for name in ("solution",) if name in self.fields)
-        check_readable(path)
+        self._describe(path, stride, fields)
         layouts = dict.fromkeys(self._keys.values(), ("N", "s", "s"))
 
         self._arrays: dict[str, np.ndarray] | None = None
@@ -322,7 +329,7 @@ class FNODarcyDataset(_LazyHDF5, FieldDataset):
             dtypes = {key: array.dtype for key, array in arrays.items()}
             n_in_file = _check_pair(path, shapes, dtypes, layouts)
             file_format = "fno-mat-v5"
-        self.n_samples = _check_n_samples(owner, n_samples, n_in_file)
+        self.n_samples = _check_n_samples(type(self).__name__, n_samples, n_in_file)
         if file_format == "fno-mat-v5":
             step = slice(None, None, self.stride)
             window = (slice(self.n_samples), step, step)
@@ -376,7 +383,7 @@ def _load_mat_v5(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np
 # --- PDEBench Darcy HDF5 ------------------------------------------------------------------
 
 
-class PDEBenchDarcyDataset(_LazyHDF5, FieldDataset):
+class PDEBenchDarcyDataset(_DarcyReader):
     """Darcy flow samples from a PDEBench 2D Darcy HDF5 file (keys ``nu`` and ``tensor``).
 
     Parameters
@@ -439,13 +446,7 @@ class PDEBenchDarcyDataset(_LazyHDF5, FieldDataset):
         n_samples: int | None = None,
         fields: Iterable[str] | None = None,
     ) -> None:
-        owner = type(self).__name__
-        self.path = os.fspath(path)
-        self.stride = _check_stride(owner, stride)
-        self.fields = _check_fields(owner, fields, _DARCY_FIELDS)
-        self.inputs = tuple(name for name in ("coefficient",) if name in self.fields)
-        self.targets = tuple(name for name in ("solution",) if name in self.fields)
-        check_readable(path)
+        self._describe(path, stride, fields)
         if hdf5_offset(path) is None:
             raise FileFormatError(path, "not an HDF5 file, expected PDEBench HDF5")
         with open_hdf5(path) as file:
@@ -460,7 +461,7 @@ class PDEBenchDarcyDataset(_LazyHDF5, FieldDataset):
                 for axis in ("x", "y")
                 if f"{axis}-coordinate" in file
             }
-        self.n_samples = _check_n_samples(owner, n_samples, n_in_file)
+        self.n_samples = _check_n_samples(type(self).__name__, n_samples, n_in_file)
         resolution = shapes["nu"][-2:]
         self.attrs = {
             "source": self.path,
