@@ -19,10 +19,14 @@ torch.Size([2, 1, 16, 16])
 from physnet.nn._registry import Model, available_models, create
 from physnet.nn.checkpoint import load, read_metadata, save
 from physnet.nn.convnet import ConvNet
+from physnet.nn.dcdm import DCDMMultigridNet, DCDMPaperNet, MultigridState
 
 __all__ = [
     "ConvNet",
+    "DCDMMultigridNet",
+    "DCDMPaperNet",
     "Model",
+    "MultigridState",
     "available_models",
     "create",
     "load",

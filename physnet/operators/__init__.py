@@ -10,6 +10,7 @@ from physnet.operators.base import (
     ScipyOperator,
     aslinearoperator,
 )
+from physnet.operators.masked import masked_poisson
 from physnet.operators.poisson import AIR, FLUID, SOLID, GridPoisson
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "MatrixOperator",
     "ScipyOperator",
     "aslinearoperator",
+    "masked_poisson",
 ]

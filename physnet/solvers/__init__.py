@@ -13,6 +13,7 @@ decided on the true residual.
 from physnet.solvers._result import SolveResult, Status
 from physnet.solvers._solve import Method, available_methods, register_method, solve
 from physnet.solvers.cg import cg
+from physnet.solvers.dcdm import dcdm
 from physnet.solvers.fcg import fcg
 from physnet.solvers.preconditioners import AMG, IncompleteCholesky, Jacobi
 
@@ -25,6 +26,7 @@ __all__ = [
     "Status",
     "available_methods",
     "cg",
+    "dcdm",
     "fcg",
     "register_method",
     "solve",

@@ -27,6 +27,8 @@ from types import MappingProxyType
 
 import torch
 
+from physnet.training.dcdm_loss import dcdm_loss
+
 __all__ = [
     "LOSSES",
     "get_loss",
@@ -300,6 +302,7 @@ LOSSES: MappingProxyType[str, Callable[..., torch.Tensor]] = MappingProxyType(
         "relative_l1": relative_l1,
         "relative_h1": relative_h1,
         "mse": mse,
+        "dcdm": dcdm_loss,
     }
 )
 """The losses by the names training configs use (read-only)."""

@@ -1,0 +1,139 @@
+"""The training loss of DCDM networks: the residual after one exact line search.
+
+A network trained for the deep conjugate direction method
+(:func:`physnet.solvers.dcdm.dcdm`) only has to point in the direction of ``A^{-1} b``:
+the solver's line search chooses the step. :func:`dcdm_loss` measures exactly that, the
+residual left after a line search from zero along the network's output, on a batch of
+geometries at once (:func:`physnet.operators.masked.masked_poisson`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from physnet.operators.masked import masked_poisson
+from physnet.operators.poisson import FLUID
+
+__all__ = ["dcdm_loss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def dcdm_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    h: float | Sequence[float] = 1.0,
+    eps: float = 1e-12,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Squared residual after an exact ``A``-norm line search along the network's output.
+
+    Parameters
+    ----------
+    prediction : torch.Tensor, shape (B, 1, *grid)
+        The network's output ``f`` for each right-hand side, on the full 2-D or 3-D grid;
+        its values off the fluid cells are ignored.
+    target : torch.Tensor, shape (B, 2, *grid)
+        Channel 0 the right-hand side ``b``, channel 1 the cell flags (0 fluid, 1 solid,
+        2 air; as floats, as a training batch stacks them): a Trainer with
+        ``targets=["rhs", "flags"]`` assembles exactly this. ``b`` counts on the fluid
+        cells only (the unknowns).
+    h : float or sequence of float, default 1.0
+        The grid spacing of the operator (one per axis for anisotropic grids). A single
+        spacing scales ``A`` by a constant and does not change the loss.
+    eps : float, default 1e-12
+        A sample with :math:`f^T A f \le \epsilon\, f^T f` (a zero output, or one in the
+        null space of a domain without air) takes no step: its loss is
+        :math:`\|b\|^2`, with a zero gradient, rather than NaN.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Over the batch: mean or sum of the per-sample losses, or the ``(B,)`` tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, or shape ``(B,)`` for ``reduction="none"``.
+
+    Raises
+    ------
+    ValueError
+        Shapes other than ``(B, 1, *grid)`` and ``(B, 2, *grid)`` on the same grid, flag
+        values other than 0, 1 and 2, or an unknown reduction.
+
+    Notes
+    -----
+    With :math:`A` the grid Poisson operator of the sample's flags
+    (:class:`~physnet.operators.GridPoisson`) and :math:`f` the prediction restricted to
+    the fluid cells, the loss of a sample is
+
+    .. math::
+
+        L(b, f) = \Bigl\| b - \frac{b^T f}{f^T A f} A f \Bigr\|_2^2 ,
+
+    the squared residual of the first DCDM iterate :math:`x_1 = \frac{b^T f}{f^T A f} f`
+    from :math:`x_0 = 0` [1]_. It is invariant to the scale of :math:`f`, and zero
+    exactly when :math:`f` is a multiple of :math:`A^{-1} b`. The batch is reduced after
+    the per-sample values, as the other losses of :mod:`physnet.training.losses` do.
+
+    References
+    ----------
+    .. [1] A. Kaneda, O. Akar, J. Chen, V. A. T. Kala, D. Hyde and J. Teran, "A deep
+       conjugate direction method for iteratively solving linear systems", ICML 2023,
+       PMLR 202:15720–15736.
+
+    Examples
+    --------
+    Any multiple of the exact solution has zero loss:
+
+    >>> import numpy as np
+    >>> import torch
+    >>> from physnet.operators import AIR, GridPoisson
+    >>> from physnet.training.dcdm_loss import dcdm_loss
+    >>> flags = np.zeros((6, 6), dtype=np.int8)
+    >>> flags[0, :] = AIR
+    >>> A = GridPoisson(flags)
+    >>> b = np.random.default_rng(0).standard_normal(A.n)
+    >>> x = np.linalg.solve(A.to_csr().toarray(), b)
+    >>> rhs = torch.from_numpy(A.scatter(b))
+    >>> target = torch.stack([rhs, torch.from_numpy(flags).double()])[None]
+    >>> f = torch.from_numpy(A.scatter(3.0 * x))[None, None]
+    >>> bool(dcdm_loss(f, target) < 1e-20)
+    True
+    >>> bool(dcdm_loss(torch.ones_like(f), target) > 0)
+    True
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"dcdm_loss: reduction={reduction!r}, expected one of {_REDUCTIONS}")
+    if prediction.ndim not in (4, 5) or prediction.shape[1] != 1:
+        raise ValueError(
+            f"dcdm_loss: prediction has shape {tuple(prediction.shape)}, expected "
+            "(batch, 1, *grid) with a 2-D or 3-D grid"
+        )
+    expected = (prediction.shape[0], 2, *prediction.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"dcdm_loss: target has shape {tuple(target.shape)}, expected {expected}: the "
+            "right-hand side and the cell flags as two channels on the prediction's grid"
+        )
+    rhs, flags = target[:, :1], target[:, 1:]
+    fluid = flags == FLUID
+    zero = prediction.new_zeros(())
+    b = torch.where(fluid, rhs.to(prediction.dtype), zero)
+    f = torch.where(fluid, prediction, zero)
+    Af = masked_poisson(f, flags, h)
+
+    b_f = (b * f).flatten(1).sum(dim=1)
+    f_Af = (f * Af).flatten(1).sum(dim=1)
+    f_f = (f * f).flatten(1).sum(dim=1)
+    # The double `where` keeps the gradient finite (zero) for samples that take no step.
+    usable = f_Af > eps * f_f
+    step = torch.where(usable, b_f / torch.where(usable, f_Af, torch.ones_like(f_Af)), zero)
+    residual = b - step.reshape(-1, *([1] * (b.ndim - 1))) * Af
+    per_sample = (residual * residual).flatten(1).sum(dim=1)
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
