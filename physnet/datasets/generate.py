@@ -260,7 +260,9 @@ def _as_generator(name, obj, fields, inputs, targets, default_config, validate) 
 
 
 def _load_builtins() -> None:
-    import physnet.datasets._generators  # noqa: F401 - registers the built-in generators
+    # Importing these modules registers the built-in generators.
+    import physnet.datasets._dcdm_data
+    import physnet.datasets._generators  # noqa: F401
 
 
 def available_generators() -> tuple[str, ...]:
