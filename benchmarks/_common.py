@@ -40,5 +40,14 @@ def machine() -> dict:
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
         "physnet": physnet.__version__,
+        "torch": _torch_version(),
         "platform": platform.platform(),
     }
+
+
+def _torch_version() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__

@@ -1,13 +1,15 @@
 """Poisson benchmark: physnet's Krylov solvers and matrix-free stencil against SciPy and pyamg.
 
-For each grid size, one smoke-box scene (a sphere obstacle, Dirichlet top, its standard
-right-hand side) is solved by CG, Jacobi-PCG, IC(0)-PCG and pyamg smoothed-aggregation
-AMG-PCG, all with the one stopping rule ``||b - A x|| <= rtol ||b||``, and by
-``scipy.sparse.linalg.cg`` for the iteration-count check. Setup and solve are timed
-apart (medians of repeats); peak memory is measured in a separate traced run. Then the
-matrix-free ``GridPoisson`` apply is timed against SciPy's CSR matvec.
+For each grid size and scene (smoke boxes with a Dirichlet top and their standard right-hand
+side: ``sphere``, a geometry like the DCDM training data, and ``torus``, a family held out of
+it) the system is solved by CG, Jacobi-PCG, IC(0)-PCG, pyamg smoothed-aggregation AMG-PCG and
+the deep conjugate direction solver (physnet's network; the paper's with ``--paper-model``),
+all with the one stopping rule ``||b - A x|| <= rtol ||b||``, and by
+``scipy.sparse.linalg.cg`` for the iteration-count check. Setup and solve are timed apart
+(medians of repeats); peak memory is measured in a forked process. Then the matrix-free
+``GridPoisson`` apply is timed against SciPy's CSR matvec.
 
-Run ``python benchmarks/poisson.py`` (64^3 and 128^3; add ``--with-256`` for 256^3).
+Run ``python benchmarks/poisson.py`` (32^3, 64^3 and 128^3; ``--with-256`` adds 256^3).
 Results go to ``benchmarks/results/poisson.{json,md}`` with the machine described.
 """
 
@@ -15,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from physnet.datasets import make_scene
 from physnet.solvers import solve
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("cg", "jacobi", "ic", "amg")
+CLASSICAL = (("cg", "cg", {}), ("jacobi", "jacobi", {}), ("ic", "ic", {}), ("amg", "amg", {}))
 
 
 def median_time(function, repeats: int) -> tuple[float, list[float]]:
@@ -44,23 +47,78 @@ def median_time(function, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def bench_solvers(operator, rhs, rtol: float, repeats: int, progress) -> list[dict]:
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _high_water_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _peak_child(spec: dict, queue) -> None:
+    scene = make_scene(spec["scene"], spec["size"], seed=spec["seed"])
+    operator, rhs = scene.operator(), scene.rhs_vector()
+    options = {k: _model(v) if k == "model" else v for k, v in spec["options"].items()}
+    solve(operator, rhs, method=spec["method"], rtol=spec["rtol"], maxiter=1, **options)
+    # Reset the kernel's high-water mark (Linux >= 4.0), so that imports, the problem,
+    # the model and compiled kernels are not counted, only what the solve adds.
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    start = _rss_bytes()
+    solve(operator, rhs, method=spec["method"], rtol=spec["rtol"], **options)
+    queue.put(_high_water_bytes() - start)
+
+
+def peak_memory(spec: dict) -> float:
+    """Peak resident memory (bytes) one solve adds, measured in a fresh (spawned) process.
+
+    Counts every allocation (NumPy, SciPy, pyamg's C++ and torch alike), which
+    tracemalloc would not; a fresh process keeps other measurements' peaks out (and a
+    fork of a process running OpenMP threads could hang).
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_peak_child, args=(spec, queue))
+    process.start()
+    added = queue.get()
+    process.join()
+    return float(added)
+
+
+def _model(spec):
+    """A DCDM network from a checkpoint path, a pretrained name or "untrained"."""
+    import torch
+
+    from physnet.nn import create, load
+
+    if spec == "untrained":
+        torch.manual_seed(0)
+        return create("dcdm-multigrid", ndim=3)
+    return load(spec)
+
+
+def bench_solvers(problem: dict, methods, rtol: float, repeats: int, progress) -> list[dict]:
     rows = []
+    scene = make_scene(problem["scene"], problem["size"], seed=problem["seed"])
+    operator, rhs = scene.operator(), scene.rhs_vector()
     csr = operator.to_csr()
-    for method in METHODS:
+    for label, method, spec_options in methods:
+        options = {k: _model(v) if k == "model" else v for k, v in spec_options.items()}
         setups, solves, last = [], [], None
         for _ in range(repeats):
-            last = solve(operator, rhs, method=method, rtol=rtol)
+            last = solve(operator, rhs, method=method, rtol=rtol, **options)
             setups.append(last.setup_time)
             solves.append(last.solve_time)
             progress.update()
-        tracemalloc.start()
-        solve(operator, rhs, method=method, rtol=rtol)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        peak = peak_memory({**problem, "method": method, "options": spec_options, "rtol": rtol})
         rows.append(
             {
-                "method": method,
+                "method": label,
                 "iterations": last.iterations,
                 "converged": last.converged,
                 "relative_residual": last.relative_residual,
@@ -141,35 +199,45 @@ def to_markdown(report: dict) -> str:
     lines.append(
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, "
         f"NumPy {m['numpy']}, SciPy {m['scipy']}, pyamg {m['pyamg']}, numba {m['numba']} "
-        f"({m['numba_threads']} threads), physnet {m['physnet']}."
+        f"({m['numba_threads']} threads), torch {m.get('torch', '-')}, physnet {m['physnet']}."
     )
     lines += ["", f"Command: `{report['command']}`", ""]
     lines.append(
-        f"Scene `{report['scene']}` (seed {report['seed']}), standard right-hand side, "
-        f"rtol {report['rtol']:g} on the true residual; times are medians of "
-        f"{report['repeats']} runs; peak memory from one traced run."
+        f"Scenes {', '.join(f'`{s}`' for s in report['scenes'])} (seed {report['seed']}), "
+        f"standard right-hand side, rtol {report['rtol']:g} on the true residual; times are "
+        f"medians of {report['repeats']} runs; peak memory is the resident memory one solve "
+        "adds, measured in a forked process. " + report.get("note", "")
     )
     for size in report["sizes"]:
-        lines += ["", f"## {size['grid']} ({size['unknowns']:,} unknowns)", ""]
-        lines.append("| method | iterations | setup s | solve s | total s | peak MiB |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
-        for r in size["solvers"]:
-            peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "–"
-            lines.append(
-                f"| {r['method']} | {r['iterations']} | {r['setup_s']:.3f} | {r['solve_s']:.3f} "
-                f"| {r['total_s']:.3f} | {peak} |"
-            )
-        lines += [
-            "",
-            "| matvec dtype | matrix-free ms | SciPy CSR ms | speed-up "
-            "| matrix-free GB/s | CSR GB/s |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for r in size["matvec"]:
-            lines.append(
-                f"| {r['dtype']} | {r['matrix_free_ms']:.2f} | {r['scipy_csr_ms']:.2f} | "
-                f"{r['speedup']:.2f}x | {r['matrix_free_gbs']:.1f} | {r['scipy_csr_gbs']:.1f} |"
-            )
+        for case in size["scenes"]:
+            lines += [
+                "",
+                f"## {size['grid']}, {case['scene']} ({case['unknowns']:,} unknowns)",
+                "",
+                "| method | iterations | rel. residual | setup s | solve s | total s | peak MiB |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+            ]
+            for r in case["solvers"]:
+                peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "–"
+                residual = f"{r['relative_residual']:.2e}" if "relative_residual" in r else "–"
+                lines.append(
+                    f"| {r['method']} | {r['iterations']} | {residual} | {r['setup_s']:.3f} "
+                    f"| {r['solve_s']:.3f} | {r['total_s']:.3f} | {peak} |"
+                )
+        if size.get("matvec"):
+            lines += [
+                "",
+                f"Matrix-free matvec at {size['grid']} ({size['scenes'][0]['scene']}):",
+                "",
+                "| dtype | matrix-free ms | SciPy CSR ms | speed-up "
+                "| matrix-free GB/s | CSR GB/s |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for r in size["matvec"]:
+                lines.append(
+                    f"| {r['dtype']} | {r['matrix_free_ms']:.2f} | {r['scipy_csr_ms']:.2f} | "
+                    f"{r['speedup']:.2f}x | {r['matrix_free_gbs']:.1f} | {r['scipy_csr_gbs']:.1f} |"
+                )
     lines += [
         "",
         "GB/s counts the bytes each method must move at least (CSR: values, indices, "
@@ -178,47 +246,79 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def learned_methods(args) -> tuple[list, str]:
+    """The DCDM entries to run, and a note on what was left out and why."""
+    import physnet.pretrained
+
+    methods, notes = [], []
+    model = args.dcdm_model
+    if model is None and "dcdm-poisson3d" in physnet.pretrained.available():
+        model = "dcdm-poisson3d"
+    if model is not None:
+        methods.append(
+            ("dcdm" if model != "untrained" else "dcdm (untrained init)", "dcdm", {"model": model})
+        )
+    else:
+        notes.append("dcdm left out: no pretrained dcdm-poisson3d and no --dcdm-model.")
+    if args.paper_model is not None:
+        methods.append(("dcdm-paper", "dcdm", {"model": args.paper_model}))
+    return methods, " ".join(notes)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--with-256", action="store_true", help="add the 256^3 grid")
-    parser.add_argument("--scene", default="sphere")
+    parser.add_argument(
+        "--scenes",
+        nargs="+",
+        default=["sphere", "torus"],
+        help="scenes (sphere: a training-like geometry; torus: a family held out of training)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--matvec-repeats", type=int, default=21)
+    parser.add_argument(
+        "--dcdm-model",
+        default=None,
+        help="DCDM checkpoint, pretrained name or 'untrained' (default: the pretrained one)",
+    )
+    parser.add_argument("--paper-model", default=None, help="a trained dcdm-paper checkpoint")
+    parser.add_argument("--classical-only", action="store_true", help="skip the learned solvers")
     parser.add_argument("--out", default=str(RESULTS / "poisson"), help="output stem (.json, .md)")
     args = parser.parse_args(argv)
     sizes = list(args.sizes) + ([256] if args.with_256 else [])
+    learned, note = ([], "") if args.classical_only else learned_methods(args)
+    methods = list(CLASSICAL) + learned
 
     report = {
         "machine": machine(),
         "command": " ".join(
             ["python benchmarks/poisson.py", *(sys.argv[1:] if argv is None else argv)]
         ),
-        "scene": args.scene,
+        "scenes": args.scenes,
         "seed": args.seed,
         "rtol": args.rtol,
         "repeats": args.repeats,
+        "note": note,
         "sizes": [],
     }
-    steps = len(sizes) * (len(METHODS) + 1) * args.repeats
+    steps = len(sizes) * len(args.scenes) * (len(methods) + 1) * args.repeats
     with tqdm(total=steps, desc="poisson benchmark", unit="solve") as progress:
         for size in sizes:
-            scene = make_scene(args.scene, size, seed=args.seed)
-            operator = scene.operator()
-            rhs = scene.rhs_vector()
-            progress.set_postfix(grid=f"{size}^3")
-            solvers = bench_solvers(operator, rhs, args.rtol, args.repeats, progress)
-            matvec = bench_matvec(operator, args.matvec_repeats)
-            report["sizes"].append(
-                {
-                    "grid": f"{size}^3",
-                    "unknowns": operator.shape[0],
-                    "solvers": solvers,
-                    "matvec": matvec,
-                }
-            )
+            entry = {"grid": f"{size}^3", "scenes": [], "matvec": None}
+            for name in args.scenes:
+                problem = {"scene": name, "size": size, "seed": args.seed}
+                progress.set_postfix(grid=f"{size}^3", scene=name)
+                solvers = bench_solvers(problem, methods, args.rtol, args.repeats, progress)
+                operator = make_scene(name, size, seed=args.seed).operator()
+                entry["scenes"].append(
+                    {"scene": name, "unknowns": operator.shape[0], "solvers": solvers}
+                )
+                if entry["matvec"] is None:
+                    entry["matvec"] = bench_matvec(operator, args.matvec_repeats)
+            report["sizes"].append(entry)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from physnet._io import atomic_write
