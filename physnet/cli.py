@@ -82,6 +82,12 @@ def _add_solve_parser(subparsers: Any) -> None:
         help=f"method, or a comma-separated list to compare: {', '.join(available_methods())} "
         "(default cg)",
     )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="network of --method dcdm: a checkpoint (.safetensors) or pretrained name "
+        "(default: the pretrained dcdm-poisson3d / dcdm-poisson2d)",
+    )
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (1e-6)")
     parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (0)")
     parser.add_argument("--maxiter", type=int, default=None, help="iteration limit (10 n)")
@@ -196,6 +202,7 @@ def _solve_command(args: argparse.Namespace) -> int:
     rhs = _to_device(np.asarray(problem.rhs, dtype=np.dtype(args.dtype)), args)
     results = []
     for method in methods:
+        options = {"model": args.model} if method == "dcdm" and args.model else {}
         results.append(
             solve(
                 problem.operator,
@@ -204,6 +211,7 @@ def _solve_command(args: argparse.Namespace) -> int:
                 rtol=args.rtol,
                 atol=args.atol,
                 maxiter=args.maxiter,
+                **options,
             )
         )
     n = problem.operator.shape[0]

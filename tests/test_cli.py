@@ -176,3 +176,44 @@ def test_console_script_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "nothing.npz" in proc.stderr
+
+
+def test_solve_with_a_dcdm_checkpoint(capsys, tmp_path):
+    torch = pytest.importorskip("torch")
+    from physnet.nn import create, save
+
+    torch.manual_seed(0)
+    path = tmp_path / "dcdm.safetensors"
+    save(create("dcdm-multigrid", ndim=2), path)
+    code, out, _ = run(
+        capsys,
+        "solve",
+        "--scene",
+        "sphere",
+        "--size",
+        "32",
+        "--ndim",
+        "2",
+        "--method",
+        "cg,dcdm",
+        "--model",
+        str(path),
+        "--rtol",
+        "1e-8",
+        "--json",
+    )
+    assert code == 0
+    cg_record, dcdm_record = json.loads(out)
+    assert dcdm_record["converged"] and dcdm_record["iterations"] < cg_record["iterations"]
+
+
+def test_dcdm_without_weights_is_a_one_line_error(capsys, monkeypatch, tmp_path):
+    import physnet.pretrained
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("[]")
+    monkeypatch.setattr(physnet.pretrained, "_MANIFEST", manifest)
+    code, _, err = run(
+        capsys, "solve", "--scene", "sphere", "--size", "16", "--ndim", "2", "--method", "dcdm"
+    )
+    assert code == 2 and "dcdm-poisson2d" in err and "Traceback" not in err
