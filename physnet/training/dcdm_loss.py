@@ -16,7 +16,7 @@ import torch
 from physnet.operators.masked import masked_poisson
 from physnet.operators.poisson import FLUID
 
-__all__ = ["dcdm_loss"]
+__all__ = ["dcdm_energy_loss", "dcdm_loss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -132,6 +132,100 @@ def dcdm_loss(
     step = torch.where(usable, b_f / torch.where(usable, f_Af, torch.ones_like(f_Af)), zero)
     residual = b - step.reshape(-1, *([1] * (b.ndim - 1))) * Af
     per_sample = (residual * residual).flatten(1).sum(dim=1)
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def dcdm_energy_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    h: float | Sequence[float] = 1.0,
+    eps: float = 1e-12,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Relative ``A``-norm error left after an exact line search along the network's output.
+
+    The error-propagation counterpart of :func:`dcdm_loss`: the sample carries the error
+    ``e`` (the solution of ``A e = b``) rather than the right-hand side, so the loss can
+    weigh every frequency of the error evenly, as a multigrid preconditioner must.
+
+    Parameters
+    ----------
+    prediction : torch.Tensor, shape (B, 1, *grid)
+        The network's output ``f`` for the right-hand side ``b = A e`` (as the network was
+        given it, normalised or not: the loss is invariant to the scale of ``f``).
+    target : torch.Tensor, shape (B, 2, *grid)
+        Channel 0 the error ``e``, channel 1 the cell flags (0 fluid, 1 solid, 2 air).
+    h, eps, reduction
+        As for :func:`dcdm_loss`. A sample with no usable step (``f^T A f`` below
+        ``eps f^T f``) or a zero error has loss 1 with a zero gradient.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, or shape ``(B,)`` for ``reduction="none"``.
+
+    Notes
+    -----
+    With :math:`b = A e`, the step :math:`\beta = b^T f / f^T A f` minimises
+    :math:`\|e - \beta f\|_A`, and the loss is the fraction of the error's energy left:
+
+    .. math::
+
+        L(e, f) = \frac{\|e - \beta f\|_A^2}{\|e\|_A^2}
+                = 1 - \frac{(f^T b)^2}{(f^T A f)(e^T b)} \in [0, 1],
+
+    one minus the squared ``A``-cosine between :math:`f` and :math:`e`. It is zero exactly
+    when :math:`f` is a multiple of :math:`e = A^{-1} b`. Unlike :func:`dcdm_loss`, whose
+    residual norm is dominated by the rough components of ``b``, it measures the quantity
+    a conjugate-direction method reduces (the ``A``-norm of the error).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from physnet.training.dcdm_loss import dcdm_energy_loss
+    >>> flags = torch.zeros(1, 1, 6, 6)
+    >>> flags[..., 0, :] = 2.0
+    >>> e = torch.randn(1, 1, 6, 6, dtype=torch.float64)
+    >>> target = torch.cat([e, flags.double()], dim=1)
+    >>> bool(dcdm_energy_loss(-2.0 * e, target) < 1e-12)
+    True
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(
+            f"dcdm_energy_loss: reduction={reduction!r}, expected one of {_REDUCTIONS}"
+        )
+    if prediction.ndim not in (4, 5) or prediction.shape[1] != 1:
+        raise ValueError(
+            f"dcdm_energy_loss: prediction has shape {tuple(prediction.shape)}, expected "
+            "(batch, 1, *grid) with a 2-D or 3-D grid"
+        )
+    expected = (prediction.shape[0], 2, *prediction.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"dcdm_energy_loss: target has shape {tuple(target.shape)}, expected {expected}: "
+            "the error and the cell flags as two channels on the prediction's grid"
+        )
+    error, flags = target[:, :1], target[:, 1:]
+    fluid = flags == FLUID
+    zero = prediction.new_zeros(())
+    e = torch.where(fluid, error.to(prediction.dtype), zero)
+    f = torch.where(fluid, prediction, zero)
+    b = masked_poisson(e, flags, h)
+    Af = masked_poisson(f, flags, h)
+
+    b_f = (b * f).flatten(1).sum(dim=1)
+    f_Af = (f * Af).flatten(1).sum(dim=1)
+    f_f = (f * f).flatten(1).sum(dim=1)
+    e_b = (e * b).flatten(1).sum(dim=1)
+    usable = (f_Af > eps * f_f) & (e_b > 0)
+    one = torch.ones_like(f_Af)
+    cosine2 = b_f * b_f / (torch.where(usable, f_Af, one) * torch.where(usable, e_b, one))
+    per_sample = torch.where(usable, 1.0 - cosine2, one)
     if reduction == "mean":
         return per_sample.mean()
     if reduction == "sum":

@@ -27,7 +27,7 @@ from types import MappingProxyType
 
 import torch
 
-from physnet.training.dcdm_loss import dcdm_loss
+from physnet.training.dcdm_loss import dcdm_energy_loss, dcdm_loss
 
 __all__ = [
     "LOSSES",
@@ -303,6 +303,7 @@ LOSSES: MappingProxyType[str, Callable[..., torch.Tensor]] = MappingProxyType(
         "relative_h1": relative_h1,
         "mse": mse,
         "dcdm": dcdm_loss,
+        "dcdm_energy": dcdm_energy_loss,
     }
 )
 """The losses by the names training configs use (read-only)."""
