@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	mkdir -p out/demo
-	$(VENV)/bin/physnet solve --scene sphere --size 64 --method cg,jacobi,ic,amg --rtol 1e-6 \
+	$(VENV)/bin/physnet solve --scene sphere --size 64 --method cg,jacobi,ic,amg,dcdm --rtol 1e-6 \
 	  --plot out/demo/convergence.png
 
 test: $(VENV)/.installed

@@ -1,7 +1,16 @@
-"""Train dcdm-multigrid on the A-norm error left after one step (errors drawn on the fly).
+"""Train dcdm-multigrid on the A-norm error left after a few FCG steps (errors drawn on the fly).
+
+The shipped ``dcdm-poisson3d`` weights (see ``card.md`` beside this file) come from
 
     python solvers/dcdm-poisson3d/train_energy.py --data $PHYSNET_DATA/dcdm-rhs.h5 \
-        --out runs/dcdm-energy/best.safetensors [--steps 300] [--batch 8] [--lr 3e-3]
+        --out runs/dcdm-poisson3d/dcdm-poisson3d.safetensors --steps 200 --batch 8 \
+        --lr 3e-3 --symmetric --max-damping 1.0 --unroll 4
+
+``--unroll K`` measures the error after K steps of the conjugate-direction iteration
+(differentiably) instead of one; ``--symmetric`` ties the post-smoothing damping to the
+pre-smoothing one (a symmetric V-cycle) after every optimiser step; ``--max-damping``
+penalises damping factors above the bound. Without the last two the learned smoother
+over-relaxes: better for one step, but an indefinite preconditioner that FCG cannot use.
 
 Each step draws, for a batch of geometries (the flags of the ``dcdm-rhs`` store's train
 split), an error ``e`` on the fluid cells that spreads its ``A``-energy evenly over the
