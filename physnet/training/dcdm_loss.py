@@ -104,24 +104,8 @@ def dcdm_loss(
     >>> bool(dcdm_loss(torch.ones_like(f), target) > 0)
     True
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"dcdm_loss: reduction={reduction!r}, expected one of {_REDUCTIONS}")
-    if prediction.ndim not in (4, 5) or prediction.shape[1] != 1:
-        raise ValueError(
-            f"dcdm_loss: prediction has shape {tuple(prediction.shape)}, expected "
-            "(batch, 1, *grid) with a 2-D or 3-D grid"
-        )
-    expected = (prediction.shape[0], 2, *prediction.shape[2:])
-    if tuple(target.shape) != expected:
-        raise ValueError(
-            f"dcdm_loss: target has shape {tuple(target.shape)}, expected {expected}: the "
-            "right-hand side and the cell flags as two channels on the prediction's grid"
-        )
-    rhs, flags = target[:, :1], target[:, 1:]
-    fluid = flags == FLUID
+    b, f, flags = _unpack("dcdm_loss", prediction, target, "the right-hand side", reduction)
     zero = prediction.new_zeros(())
-    b = torch.where(fluid, rhs.to(prediction.dtype), zero)
-    f = torch.where(fluid, prediction, zero)
     Af = masked_poisson(f, flags, h)
 
     b_f = (b * f).flatten(1).sum(dim=1)
@@ -195,26 +179,7 @@ def dcdm_energy_loss(
     >>> bool(dcdm_energy_loss(-2.0 * e, target) < 1e-12)
     True
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"dcdm_energy_loss: reduction={reduction!r}, expected one of {_REDUCTIONS}"
-        )
-    if prediction.ndim not in (4, 5) or prediction.shape[1] != 1:
-        raise ValueError(
-            f"dcdm_energy_loss: prediction has shape {tuple(prediction.shape)}, expected "
-            "(batch, 1, *grid) with a 2-D or 3-D grid"
-        )
-    expected = (prediction.shape[0], 2, *prediction.shape[2:])
-    if tuple(target.shape) != expected:
-        raise ValueError(
-            f"dcdm_energy_loss: target has shape {tuple(target.shape)}, expected {expected}: "
-            "the error and the cell flags as two channels on the prediction's grid"
-        )
-    error, flags = target[:, :1], target[:, 1:]
-    fluid = flags == FLUID
-    zero = prediction.new_zeros(())
-    e = torch.where(fluid, error.to(prediction.dtype), zero)
-    f = torch.where(fluid, prediction, zero)
+    e, f, flags = _unpack("dcdm_energy_loss", prediction, target, "the error", reduction)
     b = masked_poisson(e, flags, h)
     Af = masked_poisson(f, flags, h)
 
@@ -231,3 +196,30 @@ def dcdm_energy_loss(
     if reduction == "sum":
         return per_sample.sum()
     return per_sample
+
+
+def _unpack(
+    name: str, prediction: torch.Tensor, target: torch.Tensor, field: str, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check shapes and reduction; the target's field and the prediction, zero off fluid."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction={reduction!r}, expected one of {_REDUCTIONS}")
+    if prediction.ndim not in (4, 5) or prediction.shape[1] != 1:
+        raise ValueError(
+            f"{name}: prediction has shape {tuple(prediction.shape)}, expected "
+            "(batch, 1, *grid) with a 2-D or 3-D grid"
+        )
+    expected = (prediction.shape[0], 2, *prediction.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"{name}: target has shape {tuple(target.shape)}, expected {expected}: "
+            f"{field} and the cell flags as two channels on the prediction's grid"
+        )
+    values, flags = target[:, :1], target[:, 1:]
+    fluid = flags == FLUID
+    zero = prediction.new_zeros(())
+    return (
+        torch.where(fluid, values.to(prediction.dtype), zero),
+        torch.where(fluid, prediction, zero),
+        flags,
+    )
