@@ -234,25 +234,6 @@ class Backend:
     def all_finite(self, a: Any) -> bool:
         return bool(self.xp.isfinite(a).all())
 
-    # --- updates ------------------------------------------------------------------
-    def axpy(self, alpha: Any, x: Any, y: Any) -> Any:
-        """``y += alpha * x`` in place; ``alpha`` may be a Python scalar or a 0-d array."""
-        if self.kind == "torch":
-            if isinstance(alpha, (int, float, complex)):
-                y.add_(x, alpha=alpha)
-            else:
-                y.addcmul_(x, alpha.to(y.dtype))
-            return y
-        y += alpha * x
-        return y
-
-    def scalar(self, value: Any) -> complex | float:
-        """A device 0-d array (or number) as a Python number."""
-        if self.kind in ("torch", "cupy"):
-            value = value.item()
-        value = complex(value) if np.iscomplexobj(value) else float(value)
-        return value
-
 
 def get_backend(*arrays: Any) -> Backend:
     """The backend of the given arrays; they must all be of one kind and on one device.

@@ -47,7 +47,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import scipy.linalg
 
-from physnet.datasets.generate import register_generator
+from physnet.datasets.generate import check_grid, register_generator
 from physnet.datasets.scenes import (
     MIN_SIZE,
     _cell_centres,
@@ -609,10 +609,7 @@ class DcdmRhs:
     targets = ("rhs", "flags")
 
     def validate(self, config: dict[str, Any]) -> None:
-        if config["size"] < MIN_SIZE:
-            raise ValueError(f"config.size: {config['size']}, expected at least {MIN_SIZE}")
-        if config["ndim"] not in (2, 3):
-            raise ValueError(f"config.ndim: {config['ndim']}, expected 2 or 3")
+        check_grid(config, MIN_SIZE)
         families = config["families"]
         if not families or any(name not in _FAMILIES for name in families):
             raise ValueError(
@@ -794,10 +791,7 @@ class DcdmRitz:
     targets = ("rhs", "flags")
 
     def validate(self, config: dict[str, Any]) -> None:
-        if config["size"] < MIN_SIZE:
-            raise ValueError(f"config.size: {config['size']}, expected at least {MIN_SIZE}")
-        if config["ndim"] not in (2, 3):
-            raise ValueError(f"config.ndim: {config['ndim']}, expected 2 or 3")
+        check_grid(config, MIN_SIZE)
         if config["steps"] < 2:
             raise ValueError(f"config.steps: {config['steps']}, expected at least 2")
         if config["theta"] < 0:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from physnet.datasets.generate import register_generator
+from physnet.datasets.generate import check_grid, register_generator
 from physnet.datasets.scenes import MIN_SIZE, available_scenes, make_scene
 
 __all__ = ["GaussianFields", "PoissonScenes"]
@@ -64,10 +64,7 @@ class GaussianFields:
     targets = ("solution",)
 
     def validate(self, config: dict[str, Any]) -> None:
-        if config["size"] < 4:
-            raise ValueError(f"config.size: {config['size']}, expected at least 4")
-        if config["ndim"] not in (2, 3):
-            raise ValueError(f"config.ndim: {config['ndim']}, expected 2 or 3")
+        check_grid(config, 4)
         for key in ("length_scale", "screening"):
             if not config[key] > 0:
                 raise ValueError(f"config.{key}: {config[key]}, expected a positive number")
@@ -154,10 +151,7 @@ class PoissonScenes:
             raise ValueError(
                 f"config.names: {names}, expected a non-empty list among {list(available_scenes())}"
             )
-        if config["size"] < MIN_SIZE:
-            raise ValueError(f"config.size: {config['size']}, expected at least {MIN_SIZE}")
-        if config["ndim"] not in (2, 3):
-            raise ValueError(f"config.ndim: {config['ndim']}, expected 2 or 3")
+        check_grid(config, MIN_SIZE)
         if not 0 < config["rtol"] < 1:
             raise ValueError(f"config.rtol: {config['rtol']}, expected a number in (0, 1)")
 

@@ -265,6 +265,23 @@ def _load_builtins() -> None:
     import physnet.datasets._generators  # noqa: F401
 
 
+def check_grid(config: Mapping[str, Any], min_size: int) -> None:
+    """Validate a generator config's ``size`` (at least ``min_size``) and ``ndim`` (2 or 3).
+
+    Examples
+    --------
+    >>> check_grid({"size": 32, "ndim": 3}, 8)
+    >>> check_grid({"size": 4, "ndim": 3}, 8)
+    Traceback (most recent call last):
+    ...
+    ValueError: config.size: 4, expected at least 8
+    """
+    if config["size"] < min_size:
+        raise ValueError(f"config.size: {config['size']}, expected at least {min_size}")
+    if config["ndim"] not in (2, 3):
+        raise ValueError(f"config.ndim: {config['ndim']}, expected 2 or 3")
+
+
 def available_generators() -> tuple[str, ...]:
     """Names of the registered generators, sorted.
 

@@ -91,11 +91,17 @@ def guarded_step(
 def add_scaled(be: Backend, y: Any, alpha: Any, x: Any, work: Any, *, subtract: bool = False):
     """``y += alpha x`` (or ``y -= alpha x``) in place, without temporaries.
 
+    ``alpha`` is a Python number or a 0-d array of the backend (a device scalar).
+
     NumPy and CuPy form ``alpha x`` in the preallocated ``work`` array and add it, which
     gives the same rounding as SciPy's ``y += alpha * x``.
     """
     if be.kind == "torch":
-        y.addcmul_(x, alpha, value=-1 if subtract else 1)
+        sign = -1 if subtract else 1
+        if isinstance(alpha, (int, float, complex)):
+            y.add_(x, alpha=sign * alpha)
+        else:
+            y.addcmul_(x, alpha, value=sign)
         return y
     be.xp.multiply(x, alpha, out=work)
     if subtract:
