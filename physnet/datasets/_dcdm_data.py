@@ -63,14 +63,17 @@ from physnet.operators.poisson import AIR, FLUID, SOLID, GridPoisson
 
 __all__ = [
     "AIR_MODES",
+    "ERROR_SCALES",
     "HELD_OUT_FAMILIES",
     "MIXTURE_COMPONENTS",
     "TRAINING_FAMILIES",
+    "DcdmErrors",
     "DcdmRhs",
     "DcdmRitz",
     "SampleChoice",
     "chebyshev_steps",
     "lanczos_ritz",
+    "multiscale_error",
     "random_geometry",
     "sample_choice",
 ]
@@ -652,6 +655,109 @@ class DcdmRhs:
         )
         rhs = _consistent(_COMPONENTS[choice.component](flags, config, rhs_rng), flags)
         return {"flags": flags, "rhs": rhs.astype(np.float32)}
+
+
+#: Length scales (cells) of the ``dcdm-errors`` error components.
+ERROR_SCALES = (1, 2, 4, 8, 16)
+
+
+def multiscale_error(
+    flags: np.ndarray, scales: Sequence[float], rng: np.random.Generator
+) -> np.ndarray:
+    """An error on the fluid cells whose ``A``-energy is spread at random over ``scales``.
+
+    Component ``k`` is white noise smoothed by a Gaussian of standard deviation
+    ``scales[k] / 2`` cells (unsmoothed for a scale of 1), set to zero off the fluid and
+    normalised to unit ``A``-norm; the error is ``sum_k sqrt(w_k) e_k`` with weights
+    ``w`` uniform on the simplex. Returned on the full grid, zero off the fluid cells.
+    """
+    import scipy.ndimage
+
+    A = GridPoisson(flags)
+    fluid = flags == FLUID
+    weights = rng.random(len(scales))
+    weights /= weights.sum()
+    error = np.zeros(flags.shape)
+    for weight, scale in zip(weights, scales, strict=True):
+        noise = rng.standard_normal(flags.shape)
+        if scale > 1:
+            noise = scipy.ndimage.gaussian_filter(noise, sigma=0.5 * scale, mode="reflect")
+        noise = np.where(fluid, noise, 0.0)
+        values = A.gather(noise)
+        energy = float(values @ (A @ values))
+        if energy > 0.0:
+            error += math.sqrt(weight / energy) * noise
+    return error
+
+
+@register_generator("dcdm-errors")
+class DcdmErrors:
+    """Random geometries with errors spread over every scale, for the unrolled DCDM loss.
+
+    Options (``[config]``): ``size``, ``ndim``, ``families`` and ``air`` as for
+    ``dcdm-rhs``; ``scales`` (default :data:`ERROR_SCALES`), the length scales in cells of
+    the error's components (:func:`multiscale_error`).
+
+    Notes
+    -----
+    Sample ``i`` takes its family and air mode from :func:`sample_choice` (the same Weyl
+    sequences as ``dcdm-rhs``), its geometry from :func:`random_geometry` with the first
+    of ``rng.spawn(2)`` and its error ``e`` from :func:`multiscale_error` with the second.
+    The right-hand side is ``b = A e``; both are scaled so that ``||b||_2 = 1`` (in
+    float64) and stored as float32. A conjugate-direction solver reduces the ``A``-norm of
+    the error, and every scale of it costs iterations: a loss that sees ``e``
+    (:func:`~physnet.training.dcdm_loss.dcdm_unrolled_loss`) weighs them all, where the
+    residual ``b`` is dominated by the roughest part.
+    """
+
+    default_config: ClassVar[dict[str, Any]] = {
+        "size": 32,
+        "ndim": 3,
+        "families": list(TRAINING_FAMILIES),
+        "air": {"top": 0.6, "surface": 0.3, "closed": 0.1},
+        "scales": list(ERROR_SCALES),
+    }
+    default_samples = 2048
+    default_splits: ClassVar[dict[str, float]] = {"train": 0.9, "val": 0.05, "test": 0.05}
+    inputs = ("rhs", "flags")
+    targets = ("error", "flags")
+
+    def validate(self, config: dict[str, Any]) -> None:
+        check_grid(config, MIN_SIZE)
+        families = config["families"]
+        if not families or any(name not in _FAMILIES for name in families):
+            raise ValueError(
+                f"config.families: {families}, expected a non-empty list among {list(_FAMILIES)}"
+            )
+        _positive_weights(config, "air", AIR_MODES)
+        scales = config["scales"]
+        if not scales or any(not scale >= 1 for scale in scales):
+            raise ValueError(
+                f"config.scales: {scales}, expected a non-empty list of length scales in "
+                "cells, each >= 1"
+            )
+
+    def fields(self, config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
+        shape = (config["size"],) * config["ndim"]
+        return {"flags": (shape, np.int8), "rhs": (shape, np.float32), "error": (shape, np.float32)}
+
+    def sample(
+        self, config: dict[str, Any], index: int, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        choice = sample_choice({**config, "mixture": DcdmRhs.default_config["mixture"]}, index)
+        geometry_rng, error_rng = rng.spawn(2)
+        flags = random_geometry(
+            choice.family, config["size"], ndim=config["ndim"], air=choice.air, rng=geometry_rng
+        )
+        error = multiscale_error(flags, config["scales"], error_rng)
+        A = GridPoisson(flags)
+        rhs = A.scatter(A @ A.gather(error))
+        scale = 1.0 / max(float(np.linalg.norm(rhs)), np.finfo(float).tiny)
+        return {
+            "flags": flags,
+            "rhs": (rhs * scale).astype(np.float32),
+            "error": (error * scale).astype(np.float32),
+        }
 
 
 # --- the paper's Ritz-vector recipe -------------------------------------------------------

@@ -130,6 +130,7 @@ class TrainingConfig:
     """``[training]``: the loop (see :class:`Trainer`); ``out_dir`` is where results go."""
 
     loss: str = _default("loss")
+    loss_options: dict[str, Any] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: list(_TRAINER_DEFAULTS["metrics"]))
     epochs: int = _default("epochs")
     batch_size: int = _default("batch_size")
@@ -292,6 +293,10 @@ def _convert(value: Any, expected: Any, where: str) -> Any:
         raise ValueError(
             f"{where}: expected {' or '.join(map(_type_name, options))}, got {_describe(value)}"
         )
+    if origin is dict or expected is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a table, got {_describe(value)}")
+        return dict(value)  # the values are checked by whatever receives them
     if origin is list:
         (item_type,) = typing.get_args(expected)
         if not isinstance(value, list):

@@ -3,6 +3,8 @@ with the :class:`~physnet.training.Trainer` (field assembly, the per-sample metr
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -17,16 +19,65 @@ __all__ = ["evaluate"]
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def resolve_loss(loss: str | LossFunction, what: str = "loss") -> LossFunction:
-    """A loss/metric function from its name (see ``get_loss``) or a callable."""
+def resolve_loss(
+    loss: str | LossFunction, what: str = "loss", options: Mapping[str, Any] | None = None
+) -> LossFunction:
+    """A loss/metric function from its name (see ``get_loss``) or a callable.
+
+    ``options`` are keyword arguments bound to it (``functools.partial``), e.g. the number
+    of unrolled steps of :func:`~physnet.training.dcdm_loss.dcdm_unrolled_loss`.
+    """
     if callable(loss):
-        return loss
-    if isinstance(loss, str):
+        function = loss
+    elif isinstance(loss, str):
         try:
-            return get_loss(loss)
+            function = get_loss(loss)
         except (KeyError, ValueError) as error:
             raise ValueError(f"{what}: {error.args[0] if error.args else error}") from None
-    raise TypeError(f"{what}: expected a loss name or a callable, got {type(loss).__name__}")
+    else:
+        raise TypeError(f"{what}: expected a loss name or a callable, got {type(loss).__name__}")
+    if options:
+        if not isinstance(options, Mapping):
+            raise TypeError(f"{what}: options must be a mapping, got {type(options).__name__}")
+        function = functools.partial(function, **options)
+    return function
+
+
+def needs_model(function: Callable[..., Any]) -> bool:
+    """Whether a loss is called as ``loss(model, inputs, targets)``.
+
+    A loss that must run the model itself (an unrolled solver, a loss that differentiates
+    through several applications) declares ``needs_model = True``; the others are called
+    as ``loss(model(inputs), targets)``.
+    """
+    while isinstance(function, functools.partial):
+        function = function.func
+    return bool(getattr(function, "needs_model", False))
+
+
+def apply_losses(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    functions: Iterable[Callable[..., torch.Tensor]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    autocast: Callable[[], Any] | None = None,
+) -> list[torch.Tensor]:
+    """Every function's value on one batch; the model runs once for the plain losses."""
+    functions = list(functions)
+    context = autocast if autocast is not None else contextlib.nullcontext
+    prediction = None
+    if not all(needs_model(fn) for fn in functions):
+        with context():
+            prediction = model(x)
+        prediction = prediction.to(y.dtype)
+    values = []
+    for fn in functions:
+        if needs_model(fn):
+            with context():
+                values.append(fn(model, x, y))
+        else:
+            values.append(fn(prediction, y))
+    return values
 
 
 def field_names(
@@ -138,14 +189,11 @@ def metric_sums(
         for batch in loader:
             x = assemble(batch, inputs, ndim, dtype=dtype, device=device)
             y = assemble(batch, targets, ndim, dtype=dtype, device=device)
-            if autocast is None:
-                prediction = model(x)
-            else:
-                with autocast():
-                    prediction = model(x)
-            prediction = prediction.to(y.dtype)
             n = x.shape[0]
-            values = [fn(prediction, y).detach().double() * n for fn in functions.values()]
+            values = [
+                value.detach().double() * n
+                for value in apply_losses(model, functions.values(), x, y, autocast)
+            ]
             totals += torch.stack([*values, torch.tensor(float(n), device=device).double()])
     finally:
         model.train(was_training)

@@ -27,7 +27,7 @@ from types import MappingProxyType
 
 import torch
 
-from physnet.training.dcdm_loss import dcdm_energy_loss, dcdm_loss
+from physnet.training.dcdm_loss import dcdm_energy_loss, dcdm_loss, dcdm_unrolled_loss
 
 __all__ = [
     "LOSSES",
@@ -304,6 +304,7 @@ LOSSES: MappingProxyType[str, Callable[..., torch.Tensor]] = MappingProxyType(
         "mse": mse,
         "dcdm": dcdm_loss,
         "dcdm_energy": dcdm_energy_loss,
+        "dcdm_unrolled": dcdm_unrolled_loss,
     }
 )
 """The losses by the names training configs use (read-only)."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -11,7 +10,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,12 @@ from physnet._io import atomic_write
 from physnet.training import distributed
 from physnet.training._state import load_state, save_state
 from physnet.training.evaluate import (
+    apply_losses,
     assemble,
     field_names,
     metric_sums,
     model_dtype,
+    needs_model,
     resolve_loss,
     spatial_ndim,
 )
@@ -45,6 +46,7 @@ METRICS_JSONL = "metrics.jsonl"
 
 # Settings a resumed run must share with the run it continues (the trajectory depends on them).
 _RESUME_SETTINGS = (
+    "loss_options",
     "batch_size",
     "lr",
     "weight_decay",
@@ -168,7 +170,11 @@ class Trainer:
     loss : str or callable, default "relative_l2"
         A name for :func:`physnet.training.get_loss` (``"relative_l2"``, ``"relative_l1"``,
         ``"relative_h1"``, ``"mse"``) or ``loss(prediction, target) -> scalar`` that averages
-        over the samples of the batch.
+        over the samples of the batch. A loss that declares ``needs_model = True`` (such as
+        ``"dcdm_unrolled"``) is called as ``loss(model, inputs, targets)`` instead: it runs
+        the model itself (not supported under ``torchrun``).
+    loss_options : mapping, optional
+        Keyword arguments of the loss (e.g. ``{"steps": 4}`` for ``"dcdm_unrolled"``).
     metrics : sequence of str, default ("relative_l2",)
         Names of extra validation metrics, logged as ``val_<name>``.
     inputs, targets : sequence of str, optional
@@ -274,7 +280,8 @@ class Trainer:
     """
 
     model: torch.nn.Module
-    loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "relative_l2"
+    loss: str | Callable[..., torch.Tensor] = "relative_l2"
+    loss_options: Mapping[str, Any] = field(default_factory=dict)
     metrics: Sequence[str] = ("relative_l2",)
     inputs: Sequence[str] | None = None
     targets: Sequence[str] | None = None
@@ -326,7 +333,13 @@ class Trainer:
             self.metrics = (self.metrics,)
         self.metrics = tuple(self.metrics)
         # Resolve names now: an unknown loss or metric fails before any data is read.
-        self._loss_function = resolve_loss(self.loss, "Trainer: loss")
+        if not isinstance(self.loss_options, Mapping):
+            raise TypeError(
+                "Trainer: loss_options must be a mapping of keyword arguments, got "
+                f"{type(self.loss_options).__name__}"
+            )
+        self.loss_options = dict(self.loss_options)
+        self._loss_function = resolve_loss(self.loss, "Trainer: loss", self.loss_options)
         self._metric_functions = {
             name: resolve_loss(name, f"Trainer: metric {name!r}") for name in self.metrics
         }
@@ -393,6 +406,11 @@ class Trainer:
         from torch.utils.data import DataLoader, DistributedSampler
 
         device = self._device(context)
+        if context.is_distributed and needs_model(self._loss_function):
+            raise ValueError(
+                f"Trainer.fit: the loss {self.loss!r} runs the model itself "
+                "(needs_model), which is not supported under torchrun yet; train in one process"
+            )
         if len(train_dataset) == 0:
             raise ValueError("Trainer.fit: the training dataset has no samples")
         if val_dataset is not None and len(val_dataset) == 0:
@@ -513,9 +531,7 @@ class Trainer:
                 x = assemble(batch, inputs, ndim, dtype=dtype, device=device)
                 y = assemble(batch, targets, ndim, dtype=dtype, device=device)
                 optimizer.zero_grad(set_to_none=True)
-                with autocast() if autocast is not None else contextlib.nullcontext():
-                    prediction = train_model(x)
-                loss = self._loss_function(prediction.to(y.dtype), y)
+                (loss,) = apply_losses(train_model, [self._loss_function], x, y, autocast)
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)

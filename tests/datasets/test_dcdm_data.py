@@ -16,6 +16,7 @@ from physnet.datasets._dcdm_data import (
     _chebyshev_residual,
     _ritz_basis,
     lanczos_ritz,
+    multiscale_error,
     random_geometry,
     sample_choice,
 )
@@ -321,3 +322,46 @@ def test_ritz_generate_end_to_end(tmp_path):
         "dcdm-ritz", tmp_path / "ritz.h5", samples=4, progress=False, overrides=TINY_RITZ
     )
     assert verify_store(path)["splits"] == {"train": 4, "val": 0, "test": 0}
+
+
+# --- dcdm-errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 3, 7])
+def test_errors_rhs_is_the_operator_applied_to_the_error(index):
+    generator = get_generator("dcdm-errors")
+    config = generator.check_config({"size": 12})
+    sample = sample_of(generator, config, seed=4, index=index)
+    flags, rhs, error = sample["flags"], sample["rhs"], sample["error"]
+    assert flags.dtype == np.int8 and rhs.dtype == error.dtype == np.float32
+    A = GridPoisson(flags)
+    np.testing.assert_allclose(
+        A.scatter(A @ A.gather(error.astype(np.float64))), rhs, rtol=0, atol=2e-6
+    )
+    assert np.linalg.norm(rhs.astype(np.float64)) == pytest.approx(1.0, rel=1e-6)
+    assert not error[flags != FLUID].any() and not rhs[flags != FLUID].any()
+    again = sample_of(generator, config, seed=4, index=index)
+    assert all(np.array_equal(sample[k], again[k]) for k in sample)
+
+
+def test_multiscale_error_spreads_energy_over_the_scales():
+    flags = np.zeros((24, 24, 24), dtype=np.int8)
+    flags[..., -1] = AIR
+    A = GridPoisson(flags)
+    norms = []
+    for scale in (1, 2, 4, 8):
+        error = multiscale_error(flags, [scale], np.random.default_rng(0))
+        values = A.gather(error)
+        assert values @ (A @ values) == pytest.approx(1.0)  # unit A-norm
+        norms.append(np.linalg.norm(values))
+    # The smoother the error, the more 2-norm per unit of energy (measured: 0.42 ... 2.96).
+    assert all(a < b for a, b in zip(norms, norms[1:]))
+    assert norms[-1] > 5 * norms[0]
+
+
+def test_errors_validation_names_the_key():
+    generator = get_generator("dcdm-errors")
+    with pytest.raises(ValueError, match=r"config\.scales"):
+        generator.check_config({"size": 12, "scales": [0]})
+    with pytest.raises(ValueError, match=r"config\.families"):
+        generator.check_config({"families": ["nope"]})

@@ -56,6 +56,81 @@ def test_multigrid_is_linear_and_prepare_apply_is_forward():
     torch.testing.assert_close(model(torch.cat([r1, flags], 1)), model.apply_prepared(r1, state))
 
 
+@pytest.mark.parametrize("ndim, grid", [(2, (13, 10)), (3, (12, 11, 10))])
+def test_symmetric_multigrid_is_a_symmetric_positive_definite_operator(ndim, grid):
+    # In float64 on one random geometry: <M r1, r2> = <r1, M r2> and <M r, r> > 0 for the
+    # default (symmetric, damping <= 1) cycle, after perturbing the learned weights.
+    generator = torch.Generator().manual_seed(3)
+    model = DCDMMultigridNet(ndim=ndim).double()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(
+                0.5 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+            )
+    flags = _random_flags((1, 1, *grid), generator).double()
+    fluid = flags == 0
+    state = model.prepare(flags)
+    r1, r2 = (
+        torch.randn(1, 1, *grid, generator=generator, dtype=torch.float64) * fluid for _ in "ab"
+    )
+    left = (model.apply_prepared(r1, state) * r2).sum()
+    right = (r1 * model.apply_prepared(r2, state)).sum()
+    assert abs(left - right) <= 1e-12 * (left.abs() + right.abs())
+    for r in (r1, r2):
+        assert (model.apply_prepared(r, state) * r).sum() > 0
+
+
+def test_unsymmetric_multigrid_is_not_symmetric():
+    generator = torch.Generator().manual_seed(3)
+    model = DCDMMultigridNet(ndim=2, symmetric=False).double()
+    with torch.no_grad():
+        model.smoother_out.bias.copy_(torch.tensor([-2.0, 0.0, 1.0, 2.0]))
+    flags = _random_flags((1, 1, 13, 10), generator).double()
+    state = model.prepare(flags)
+    r1, r2 = (
+        torch.randn(1, 1, 13, 10, generator=generator, dtype=torch.float64) * (flags == 0)
+        for _ in "ab"
+    )
+    left = (model.apply_prepared(r1, state) * r2).sum()
+    right = (r1 * model.apply_prepared(r2, state)).sum()
+    assert abs(left - right) > 1e-6 * abs(left)
+
+
+def test_dampings_stay_below_the_bound():
+    model = DCDMMultigridNet(ndim=3, max_damping=0.8)
+    with torch.no_grad():
+        model.smoother_out.bias.fill_(50.0)  # saturate the sigmoid
+    flags = torch.zeros(1, 1, 8, 8, 8)
+    flags[..., -1] = 2.0
+    for level in model.prepare(flags).levels:
+        fluid = level.fluid > 0
+        for scale in level.smoother_scale:
+            omega = (scale * level.diagonal)[fluid]
+            assert omega.max() <= 0.8 + 1e-6
+            assert omega.min() > 0.79
+
+
+def test_a_one_cell_air_layer_survives_coarsening():
+    # The free surface must reach every level (else the coarse problems are pure Neumann).
+    flags = torch.zeros(1, 1, 16, 16, 16)
+    flags[..., -1] = 2.0
+    levels = DCDMMultigridNet(ndim=3).prepare(flags).levels
+    assert len(levels) == 3
+    for level in levels:
+        top = level.fluid[..., -1]
+        assert top.max() == 0  # the top layer of every level is air, not fluid
+        assert level.fluid[..., :-1].min() == 1
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [("symmetric", 1), ("max_damping", 0.0), ("max_damping", 2.5), ("max_damping", True)],
+)
+def test_multigrid_rejects_bad_smoother_options(argument, value):
+    with pytest.raises(ValueError, match=argument):
+        DCDMMultigridNet(ndim=3, **{argument: value})
+
+
 def test_transfers_are_transposes():
     coarse, fine = torch.randn(2, 1, 5, 4, 3), torch.randn(2, 1, 9, 8, 5)
     lhs = (_prolong(coarse, (9, 8, 5)) * fine).sum()

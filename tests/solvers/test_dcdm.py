@@ -262,3 +262,17 @@ def test_bad_models_and_outputs():
         solve(A, b, method="dcdm", model=Identity(), M=None)
     with pytest.raises(TypeError, match="real systems"):
         dcdm(A, b + 1j, model=Identity())
+
+
+@pytest.mark.parametrize("scene_name", ["sphere", "torus"])
+def test_the_shipped_network_loads_and_beats_cg(scene_name):
+    # model=None is the shipped dcdm-poisson3d (its card: 10-13 iterations from 32^3 to
+    # 128^3); CG needs ~100 here. A mismatch between weights and architecture fails loudly.
+    from physnet.datasets import make_scene
+
+    scene = make_scene(scene_name, 24)
+    A, b = scene.operator(), scene.rhs_vector()
+    result = solve(A, b, method="dcdm", rtol=1e-6)
+    assert result.converged and result.iterations <= 14
+    assert np.linalg.norm(b - A @ result.x) <= 1e-6 * np.linalg.norm(b)
+    assert solve(A, b, method="cg", rtol=1e-6).iterations > 5 * result.iterations

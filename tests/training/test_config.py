@@ -96,7 +96,7 @@ def test_type_errors_name_the_key_path(tmp_path, extra, message):
         (
             MINIMAL + "[training]\nepoch = 10",
             r"training.epoch: unknown key \(did you mean 'epochs'\?\); valid keys in "
-            r"\[training\]: loss, metrics, epochs, batch_size",
+            r"\[training\]: loss, loss_options, metrics, epochs, batch_size",
         ),
         (
             MINIMAL + "[optimizer]\nlr = 1",
@@ -250,3 +250,14 @@ def test_the_shipped_solver_configs_parse():
         config = load_config(path)
         physnet.nn.create(config.model.name, **config.model.kwargs)
         assert config.data.train_split == "train" and config.data.val_split == "val"
+
+
+def test_loss_options_table_reaches_the_trainer(tmp_path):
+    path = _write(
+        tmp_path, MINIMAL + '[training]\nloss = "dcdm_unrolled"\nloss_options = { steps = 3 }\n'
+    )
+    options = load_config(path).trainer_options()
+    assert options["loss"] == "dcdm_unrolled" and options["loss_options"] == {"steps": 3}
+    bad = _write(tmp_path, MINIMAL + "[training]\nloss_options = 3\n", name="bad.toml")
+    with pytest.raises(ValueError, match=r"training\.loss_options: expected a table"):
+        load_config(bad)
