@@ -42,6 +42,9 @@ def machine() -> dict:
         "physnet": physnet.__version__,
         "torch": _torch_version(),
         "platform": platform.platform(),
+        # Other jobs on a shared machine slow every method; the 1-minute load average at the
+        # start tells how busy it was (compare ratios within one run, not across runs).
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 

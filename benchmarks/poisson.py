@@ -111,9 +111,11 @@ def bench_solvers(problem: dict, methods, rtol: float, repeats: int, progress) -
     operator, rhs = scene.operator(), scene.rhs_vector()
     csr = operator.to_csr()
     for label, method, spec_options in methods:
+        spec_options = dict(spec_options)
+        runs = spec_options.pop("repeats", repeats)
         options = {k: _model(v) if k == "model" else v for k, v in spec_options.items()}
         setups, solves, last = [], [], None
-        for _ in range(repeats):
+        for _ in range(runs):
             last = solve(operator, rhs, method=method, rtol=rtol, **options)
             setups.append(last.setup_time)
             solves.append(last.solve_time)
@@ -202,7 +204,8 @@ def to_markdown(report: dict) -> str:
     lines.append(
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, "
         f"NumPy {m['numpy']}, SciPy {m['scipy']}, pyamg {m['pyamg']}, numba {m['numba']} "
-        f"({m['numba_threads']} threads), torch {m.get('torch', '-')}, physnet {m['physnet']}."
+        f"({m['numba_threads']} threads), torch {m.get('torch', '-')}, physnet {m['physnet']}; "
+        f"load average at the start {m.get('load_average_1min', '-')} (other jobs running)."
     )
     lines += ["", f"Command: `{report['command']}`", ""]
     lines.append(
@@ -265,7 +268,11 @@ def learned_methods(args) -> tuple[list, str]:
         notes.append("dcdm left out: no pretrained dcdm-poisson3d and no --dcdm-model.")
     if args.paper_model is not None:
         methods.append(
-            ("dcdm-paper", "dcdm", {"model": args.paper_model, "maxiter": args.paper_maxiter})
+            (
+                "dcdm-paper",
+                "dcdm",
+                {"model": args.paper_model, "maxiter": args.paper_maxiter, "repeats": 1},
+            )
         )
         left_out = sorted(set(args.sizes) - set(args.paper_sizes))
         if left_out:
@@ -273,7 +280,7 @@ def learned_methods(args) -> tuple[list, str]:
                 f"dcdm-paper runs at {', '.join(f'{n}^3' for n in args.paper_sizes)} only "
                 f"(--paper-sizes; one application of its 15 dense 16-channel 3^3 convolutions "
                 f"costs ~1.2e5 FLOP per voxel, seconds per iteration on this CPU at 128^3), "
-                f"capped at {args.paper_maxiter} iterations."
+                f"capped at {args.paper_maxiter} iterations, timed once."
             )
     return methods, " ".join(notes)
 
