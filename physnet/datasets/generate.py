@@ -261,8 +261,11 @@ def _as_generator(name, obj, fields, inputs, targets, default_config, validate) 
 
 def _load_builtins() -> None:
     # Importing these modules registers the built-in generators.
+    import physnet.datasets._darcy
     import physnet.datasets._dcdm_data
-    import physnet.datasets._generators  # noqa: F401
+    import physnet.datasets._generators
+    import physnet.datasets._radar
+    import physnet.datasets._wave  # noqa: F401
 
 
 def check_grid(config: Mapping[str, Any], min_size: int) -> None:

@@ -19,15 +19,31 @@ torch.Size([2, 1, 16, 16])
 from physnet.nn._registry import Model, available_models, create
 from physnet.nn.checkpoint import load, read_metadata, save
 from physnet.nn.convnet import ConvNet
+from physnet.nn.cpconv import CPConv2d, CPConv3d, compress_convs
 from physnet.nn.dcdm import DCDMMultigridNet, DCDMPaperNet, MultigridState
+from physnet.nn.fno import FNO
+from physnet.nn.mgno import MgNO, MultigridCycle
+from physnet.nn.radar import Deep2S
+from physnet.nn.unet3d import ResNet3D, UNet3D
+from physnet.nn.wave import WaveCNN
 
 __all__ = [
+    "FNO",
+    "CPConv2d",
+    "CPConv3d",
     "ConvNet",
     "DCDMMultigridNet",
     "DCDMPaperNet",
+    "Deep2S",
+    "MgNO",
     "Model",
+    "MultigridCycle",
     "MultigridState",
+    "ResNet3D",
+    "UNet3D",
+    "WaveCNN",
     "available_models",
+    "compress_convs",
     "create",
     "load",
     "read_metadata",

@@ -12,6 +12,7 @@ from physnet.operators.base import (
 )
 from physnet.operators.masked import masked_poisson
 from physnet.operators.poisson import AIR, FLUID, SOLID, GridPoisson
+from physnet.operators.radar import NearFieldMIMO, cross_array, linear_frequencies, voxel_grid
 
 __all__ = [
     "AIR",
@@ -21,7 +22,11 @@ __all__ = [
     "GridPoisson",
     "LinearOperator",
     "MatrixOperator",
+    "NearFieldMIMO",
     "ScipyOperator",
     "aslinearoperator",
+    "cross_array",
+    "linear_frequencies",
     "masked_poisson",
+    "voxel_grid",
 ]

@@ -3,6 +3,8 @@
 - :func:`cg` and :func:`fcg` keep SciPy's Krylov contract, ``(x, info)``;
 - :func:`solve` runs any registered method and returns a :class:`SolveResult`;
   :func:`register_method` adds one, :func:`available_methods` lists them;
+- :func:`backprojection`, :func:`tikhonov` and :func:`admm_tv` are inverse-problem
+  baselines (:mod:`physnet.solvers.inverse`);
 - :class:`Jacobi`, :class:`AMG` and :class:`IncompleteCholesky` are preconditioners
   (linear operators approximating ``A^{-1}``) for either.
 
@@ -15,6 +17,7 @@ from physnet.solvers._solve import Method, available_methods, register_method, s
 from physnet.solvers.cg import cg
 from physnet.solvers.dcdm import dcdm
 from physnet.solvers.fcg import fcg
+from physnet.solvers.inverse import admm_tv, backprojection, operator_norm, tikhonov
 from physnet.solvers.preconditioners import AMG, IncompleteCholesky, Jacobi
 
 __all__ = [
@@ -24,10 +27,14 @@ __all__ = [
     "Method",
     "SolveResult",
     "Status",
+    "admm_tv",
     "available_methods",
+    "backprojection",
     "cg",
     "dcdm",
     "fcg",
+    "operator_norm",
     "register_method",
     "solve",
+    "tikhonov",
 ]

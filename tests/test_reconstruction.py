@@ -1,0 +1,150 @@
+"""The reconstruction pipeline: arrays and files, batch independence, errors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+h5py = pytest.importorskip("h5py")
+
+import physnet.nn  # noqa: E402
+from physnet._io import FileFormatError  # noqa: E402
+from physnet.datasets.generate import generate  # noqa: E402
+from physnet.operators import NearFieldMIMO  # noqa: E402
+from physnet.reconstruction import Reconstructor, reconstruct, reconstruct_file  # noqa: E402
+
+GRID = (8, 8, 12)
+SMALL = {"n_frequencies": 3, "grid_shape": list(GRID)}
+
+
+def tiny_model(input="magnitude"):
+    torch.manual_seed(0)
+    model = physnet.nn.create(
+        "deep2s", input=input, backbone_config={"channels": [4, 8], "head_channels": 4}
+    )
+    model.train()
+    model(torch.rand(4, 2 if input == "complex" else 1, *GRID))  # non-trivial BN statistics
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("radar") / "radar.h5"
+    return generate("radar-mimo", path, samples=5, progress=False, overrides=SMALL)
+
+
+@pytest.fixture
+def measurements(rng):
+    A = NearFieldMIMO(n_frequencies=3, grid_shape=GRID)
+    x = rng.uniform(size=(5, A.shape[1])) * np.exp(2j * np.pi * rng.uniform(size=(5, A.shape[1])))
+    return A, (A @ x.astype(np.complex64))
+
+
+def test_matches_the_stages_done_by_hand(measurements):
+    A, y = measurements
+    model = tiny_model()
+    volumes = reconstruct(y, model, operator=A, batch_size=2)
+    assert volumes.shape == (5, *GRID) and volumes.dtype == np.float32
+    back = np.abs(A.H @ y).reshape(5, 1, *GRID)
+    back /= back.reshape(5, -1).max(axis=1).reshape(5, 1, 1, 1, 1)
+    with torch.no_grad():
+        expected = model.backbone(torch.from_numpy(back.astype(np.float32)))[:, 0].numpy()
+    np.testing.assert_allclose(volumes, expected, rtol=1e-5, atol=1e-6)
+    one = reconstruct(y[0], model, operator=A, batch_size=2)
+    assert one.shape == GRID
+
+
+@pytest.mark.parametrize("input_kind", ["magnitude", "complex"])
+def test_a_volume_does_not_depend_on_its_batch(measurements, input_kind):
+    A, y = measurements
+    reconstructor = Reconstructor(tiny_model(input_kind), operator=A, batch_size=3, progress=False)
+    alone = reconstructor(y[2])
+    with_mates = reconstructor(y[[0, 1, 2]])[2]
+    other_mates = reconstructor(np.stack([y[2], 1e3 * y[4], y[3]]))[0]
+    np.testing.assert_array_equal(alone, with_mates)
+    np.testing.assert_array_equal(alone, other_mates)
+
+
+def test_reconstruct_file(store, tmp_path):
+    model = tiny_model()
+    checkpoint = tmp_path / "model.safetensors"
+    physnet.nn.save(model, checkpoint)
+    out = tmp_path / "volumes.h5"
+    report = reconstruct_file(store, out, checkpoint, batch_size=2, progress=False)
+    assert report["volumes"] == 5 and report["grid_shape"] == list(GRID)
+    assert os.listdir(tmp_path) == sorted(os.listdir(tmp_path)) and len(os.listdir(tmp_path)) == 2
+    with h5py.File(store, "r") as f:
+        y = f["measurements"][...]
+    with h5py.File(out, "r") as f:
+        volumes = f["reconstruction"][...]
+        assert f.attrs["n_frequencies"] == 3 and list(f.attrs["grid_shape"]) == list(GRID)
+    A = NearFieldMIMO(n_frequencies=3, grid_shape=GRID)
+    np.testing.assert_array_equal(volumes, reconstruct(y, checkpoint, operator=A, batch_size=2))
+
+
+def test_real_pairs_and_any_hdf5(tmp_path, measurements):
+    A, y = measurements
+    source = tmp_path / "pairs.h5"
+    with h5py.File(source, "w") as f:
+        f["echo"] = np.stack([y.real, y.imag], axis=-1)
+    model = tiny_model()
+    out = tmp_path / "out.h5"
+    reconstruct_file(source, out, model, field="echo", operator=A, progress=False)
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(
+            f["reconstruction"][...], reconstruct(y, model, operator=A, batch_size=8)
+        )
+
+
+def test_errors(tmp_path, store, measurements):
+    A, y = measurements
+    model = tiny_model()
+    with pytest.raises(FileFormatError, match="no field 'echo'"):
+        reconstruct_file(store, tmp_path / "o.h5", model, field="echo")
+    with pytest.raises(FileFormatError, match="no such file"):
+        reconstruct_file(tmp_path / "missing.h5", tmp_path / "o.h5", model)
+    with pytest.raises(ValueError, match="the operator expects"):
+        reconstruct(y[:, :2], model, operator=A)
+    with pytest.raises(ValueError, match="reference cross array"):
+        reconstruct(np.ones((1, 3, 4, 5), complex), model)
+    with pytest.raises(ValueError, match="batch_size"):
+        Reconstructor(model, batch_size=0)
+    with pytest.raises(ValueError, match="expected complex"):
+        reconstruct(np.ones((1, 3, 12, 13)), model)
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_pretrained_deep2s_loads():
+    from physnet.pretrained import available
+
+    if "radar-deep2s" not in available():
+        pytest.skip("radar-deep2s is not installed")
+    model = physnet.nn.load("radar-deep2s")
+    assert model.name == "deep2s" and not model.training
+    with torch.no_grad():
+        output = model(torch.rand(2, 1, 9, 9, 17))
+    assert output.shape == (2, 1, 9, 9, 17) and float(output.min()) >= 0
+
+
+@pytest.mark.slow
+def test_pretrained_deep2s_improves_on_backprojection():
+    """The shipped model on fresh N_f = 15, 30 dB scenes (a seed training never used)."""
+    from physnet.datasets.generate import get_generator, sample_of
+    from physnet.metrics import psnr, ssim
+    from physnet.pretrained import available
+
+    if "radar-deep2s" not in available():
+        pytest.skip("radar-deep2s is not installed")
+    generator = get_generator("radar-mimo")
+    config = generator.check_config({})
+    samples = [sample_of(generator, config, 777, i) for i in range(3)]
+    y = np.stack([s["measurements"] for s in samples])
+    truth = np.stack([s["target"] for s in samples])
+    volumes = reconstruct(y, "radar-deep2s", batch_size=3)
+    back = np.abs(NearFieldMIMO().H @ y).reshape(truth.shape)
+    back /= back.max(axis=(1, 2, 3), keepdims=True)
+    assert np.mean(psnr(volumes, truth)) > np.mean(psnr(back, truth)) + 3.0
+    assert np.mean(ssim(volumes, truth)) > np.mean(ssim(back, truth)) + 0.05
