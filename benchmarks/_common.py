@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import statistics
+import time
 
 import numpy as np
 import scipy
@@ -54,3 +56,28 @@ def _torch_version() -> str | None:
     except ImportError:
         return None
     return torch.__version__
+
+
+def median_time(function, repeats: int) -> tuple[float, list[float]]:
+    """Median wall time of ``repeats`` calls of ``function()``, and every time."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def high_water_bytes() -> int:
+    """This process's peak resident memory (``VmHWM``, Linux)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_high_water() -> None:
+    """Reset ``VmHWM`` to the current resident memory (writing 5 to clear_refs, Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")

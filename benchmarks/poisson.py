@@ -21,13 +21,12 @@ import multiprocessing
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import scipy
 import scipy.sparse.linalg
-from _common import machine
+from _common import high_water_bytes, machine, median_time, reset_high_water
 from tqdm import tqdm
 
 import physnet
@@ -38,26 +37,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CLASSICAL = (("cg", "cg", {}), ("jacobi", "jacobi", {}), ("ic", "ic", {}), ("amg", "amg", {}))
 
 
-def median_time(function, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
-
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-
-def _high_water_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _peak_child(spec: dict, queue) -> None:
@@ -70,11 +54,10 @@ def _peak_child(spec: dict, queue) -> None:
     solve(small.operator(), small.rhs_vector(), method=spec["method"], rtol=spec["rtol"], **options)
     # Reset the kernel's high-water mark (Linux >= 4.0), so that imports, the problem,
     # the model and compiled kernels are not counted, only what the solve adds.
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
+    reset_high_water()
     start = _rss_bytes()
     solve(operator, rhs, method=spec["method"], rtol=spec["rtol"], **options)
-    queue.put(_high_water_bytes() - start)
+    queue.put(high_water_bytes() - start)
 
 
 def peak_memory(spec: dict) -> float:

@@ -28,13 +28,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine
+from _common import high_water_bytes, machine, median_time, reset_high_water
 
 from physnet.datasets.generate import get_generator, sample_of
 from physnet.metrics import psnr, ssim, ssim3d
@@ -50,33 +49,13 @@ TIKHONOV = {"regularization": 1e-2, "maxiter": 30, "rtol": 1e-4}
 ADMM = {"tv_weight": 1e-5, "penalty": 1e-3, "iterations": 30, "cg_iterations": 5}
 
 
-def median_time(function, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
-
-def _high_water_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _reset_high_water() -> None:
-    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux).
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
 
 
 def _peak_memory_worker(kind: str, batch: int, queue) -> None:
     rng = np.random.default_rng(0)
-    _reset_high_water()
-    baseline = _high_water_bytes()
+    reset_high_water()
+    baseline = high_water_bytes()
     A = NearFieldMIMO(n_frequencies=15)
     y = (rng.standard_normal((batch, *A.measurement_shape)) * (1 + 1j)).astype(np.complex64)
     if kind == "on-the-fly":
@@ -87,7 +66,7 @@ def _peak_memory_worker(kind: str, batch: int, queue) -> None:
             np.einsum("ktrxyz,Nktr->Nxyz", dense, y)
         else:
             y.reshape(batch, -1) @ dense.reshape(15 * 156, -1)
-    queue.put(_high_water_bytes() - baseline)
+    queue.put(high_water_bytes() - baseline)
 
 
 def peak_memory(kind: str, batch: int) -> int:

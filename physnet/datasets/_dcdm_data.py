@@ -511,6 +511,17 @@ def _positive_weights(config: Mapping[str, Any], key: str, names: Sequence[str])
         )
 
 
+def _check_geometry_options(config: Mapping[str, Any]) -> None:
+    """The grid, obstacle families and air modes shared by the random-geometry generators."""
+    check_grid(config, MIN_SIZE)
+    families = config["families"]
+    if not families or any(name not in _FAMILIES for name in families):
+        raise ValueError(
+            f"config.families: {families}, expected a non-empty list among {list(_FAMILIES)}"
+        )
+    _positive_weights(config, "air", AIR_MODES)
+
+
 @register_generator("dcdm-rhs")
 class DcdmRhs:
     """Random geometries with right-hand sides of the low-frequency kind DCDM must handle.
@@ -612,14 +623,8 @@ class DcdmRhs:
     targets = ("rhs", "flags")
 
     def validate(self, config: dict[str, Any]) -> None:
-        check_grid(config, MIN_SIZE)
-        families = config["families"]
-        if not families or any(name not in _FAMILIES for name in families):
-            raise ValueError(
-                f"config.families: {families}, expected a non-empty list among {list(_FAMILIES)}"
-            )
+        _check_geometry_options(config)
         _positive_weights(config, "mixture", MIXTURE_COMPONENTS)
-        _positive_weights(config, "air", AIR_MODES)
         scales = config["length_scales"]
         if len(scales) != 2 or not 0 < scales[0] <= scales[1]:
             raise ValueError(
@@ -723,13 +728,7 @@ class DcdmErrors:
     targets = ("error", "flags")
 
     def validate(self, config: dict[str, Any]) -> None:
-        check_grid(config, MIN_SIZE)
-        families = config["families"]
-        if not families or any(name not in _FAMILIES for name in families):
-            raise ValueError(
-                f"config.families: {families}, expected a non-empty list among {list(_FAMILIES)}"
-            )
-        _positive_weights(config, "air", AIR_MODES)
+        _check_geometry_options(config)
         scales = config["scales"]
         if not scales or any(not scale >= 1 for scale in scales):
             raise ValueError(

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from physnet import backend
-from physnet.operators.base import LinearOperator
+from physnet.operators.base import LinearOperator, _AdjointOperator
 
 __all__ = [
     "SPEED_OF_LIGHT",
@@ -479,34 +479,13 @@ class NearFieldMIMO(LinearOperator):
         )
 
 
-class _NearFieldAdjoint(LinearOperator):
+class _NearFieldAdjoint(_AdjointOperator):
     """``A^H`` of a :class:`NearFieldMIMO`, with the batched ``@`` convention."""
-
-    def __init__(self, operator: NearFieldMIMO) -> None:
-        self.operator = operator
-        self.shape = (operator.shape[1], operator.shape[0])
-        self.dtype = operator.dtype
 
     def __matmul__(self, y: Any) -> Any:
         if isinstance(y, LinearOperator):
             return NotImplemented
         return self.operator.backproject(y)
-
-    def _matvec(self, x: Any) -> Any:
-        return self.operator._rmatvec(x)
-
-    def _rmatvec(self, y: Any) -> Any:
-        return self.operator._matvec(y)
-
-    def _matmat(self, x: Any) -> Any:
-        return self.operator._rmatmat(x)
-
-    def _rmatmat(self, y: Any) -> Any:
-        return self.operator._matmat(y)
-
-    @property
-    def H(self) -> LinearOperator:
-        return self.operator
 
     def __repr__(self) -> str:
         return f"<adjoint of {self.operator!r}>"
