@@ -188,7 +188,7 @@ def to_markdown(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, "
         f"NumPy {m['numpy']}, SciPy {m['scipy']}, pyamg {m['pyamg']}, numba {m['numba']} "
         f"({m['numba_threads']} threads), torch {m.get('torch', '-')}, physnet {m['physnet']}; "
-        f"load average at the start {m.get('load_average_1min', '-')} (other jobs running)."
+        f"1-minute load average at the start {m.get('load_average_1min', '-')}."
     )
     lines += ["", f"Command: `{report['command']}`", ""]
     lines.append(
