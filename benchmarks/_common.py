@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -81,3 +82,17 @@ def reset_high_water() -> None:
     """Reset ``VmHWM`` to the current resident memory (writing 5 to clear_refs, Linux >= 4.0)."""
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")
+
+
+def write_results(stem: str | os.PathLike, report: dict, markdown: str) -> None:
+    """Write ``stem.json`` and ``stem.md`` atomically (the folder made if needed); print the
+    markdown."""
+    from pathlib import Path
+
+    from physnet._io import write_text
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    write_text(stem.parent / f"{stem.name}.json", json.dumps(report, indent=2) + "\n")
+    write_text(stem.parent / f"{stem.name}.md", markdown)
+    print(markdown)

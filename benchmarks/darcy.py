@@ -20,7 +20,6 @@ Run ``python benchmarks/darcy.py`` (missing data files are generated first, from
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine
+from _common import machine, write_results
 
 import physnet.nn
 import physnet.training
@@ -294,16 +293,10 @@ def main(argv=None) -> dict:
     )
     ensure(data, ROOT / "datasets" / "darcy-smooth" / "generate.toml")
     ensure(transfer, ROOT / "datasets" / "darcy-smooth" / "generate-128.toml")
-    from physnet._io import atomic_write
-
     if args.timing_only:
         report, text = timing_only(args, data)
         stem = Path(args.out)
-        with atomic_write(stem.with_name(stem.name + ".timing.json"), "w") as handle:
-            json.dump(report, handle, indent=2)
-        with atomic_write(stem.with_name(stem.name + ".timing.md"), "w") as handle:
-            handle.write(text)
-        print(text)
+        write_results(stem.with_name(stem.name + ".timing"), report, text)
         return report
 
     command = "python benchmarks/darcy.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -335,14 +328,7 @@ def main(argv=None) -> dict:
         "wall_s": time.perf_counter() - start,
         "load_average_at_end": os.getloadavg(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out.with_suffix(".json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    text = markdown(report)
-    with atomic_write(out.with_suffix(".md"), "w") as handle:
-        handle.write(text)
-    print(text)
+    write_results(args.out, report, markdown(report))
     return report
 
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import machine, write_results
 
-from physnet._io import atomic_write
 from physnet._toml import parse_assignments
 from physnet.datasets.generate import generate
 
@@ -116,13 +114,7 @@ def main(argv=None) -> dict:
             f"| {'yes' if row['identical_bytes'] else 'NO'} |"
         )
     markdown = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out.with_suffix(".json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    with atomic_write(out.with_suffix(".md"), "w") as handle:
-        handle.write(markdown)
-    print(markdown)
+    write_results(args.out, report, markdown)
     return report
 
 

@@ -16,7 +16,6 @@ Results go to ``benchmarks/results/poisson.{json,md}`` with the machine describe
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy
 import scipy.sparse.linalg
-from _common import high_water_bytes, machine, median_time, reset_high_water
+from _common import high_water_bytes, machine, median_time, reset_high_water, write_results
 from tqdm import tqdm
 
 import physnet
@@ -37,11 +36,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CLASSICAL = (("cg", "cg", {}), ("jacobi", "jacobi", {}), ("ic", "ic", {}), ("amg", "amg", {}))
 
 
-
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
 
 
 def _peak_child(spec: dict, queue) -> None:
@@ -327,16 +324,7 @@ def main(argv=None) -> dict:
                 if entry["matvec"] is None:
                     entry["matvec"] = bench_matvec(operator, args.matvec_repeats)
             report["sizes"].append(entry)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from physnet._io import atomic_write
-
-    with atomic_write(out.with_suffix(".json"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    markdown = to_markdown(report)
-    with atomic_write(out.with_suffix(".md"), "w") as handle:
-        handle.write(markdown)
-    print(markdown)
+    write_results(args.out, report, to_markdown(report))
     return report
 
 

@@ -25,7 +25,6 @@ run). Results go to ``benchmarks/results/radar.{json,md}`` with the machine desc
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import high_water_bytes, machine, median_time, reset_high_water
+from _common import high_water_bytes, machine, median_time, reset_high_water, write_results
 
 from physnet.datasets.generate import get_generator, sample_of
 from physnet.metrics import psnr, ssim, ssim3d
@@ -47,9 +46,6 @@ SNRS = (30.0, 10.0)
 SEED = 12345
 TIKHONOV = {"regularization": 1e-2, "maxiter": 30, "rtol": 1e-4}
 ADMM = {"tv_weight": 1e-5, "penalty": 1e-3, "iterations": 30, "cg_iterations": 5}
-
-
-
 
 
 def _peak_memory_worker(kind: str, batch: int, queue) -> None:
@@ -285,13 +281,8 @@ def main() -> None:
         if not args.skip_reconstruction:
             print("reconstruction methods", flush=True)
             results["reconstruction"] = reconstruction_benchmark(volumes, frequencies, SNRS)
-    args.out.mkdir(parents=True, exist_ok=True)
-    from physnet._io import write_text
-
     name = "radar-quick" if args.quick else "radar"
-    write_text(args.out / f"{name}.json", json.dumps(results, indent=2) + "\n")
-    write_text(args.out / f"{name}.md", markdown(results))
-    print(markdown(results))
+    write_results(args.out / name, results, markdown(results))
 
 
 if __name__ == "__main__":

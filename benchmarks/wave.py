@@ -37,10 +37,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.fspath(Path(__file__).resolve().parent))
-from _common import machine
+from _common import machine, write_results
 
 import physnet.nn
-from physnet._io import write_text
 from physnet.nn import CPConv2d, WaveCNN
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -374,10 +373,7 @@ def main(argv=None) -> dict:
         "fe_solver": fe_time_per_frame(Path(args.data)),
     }
     report["targets"] = check_targets(rows, shipped)
-    stem = Path(args.out)
-    write_text(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    write_text(stem.with_suffix(".md"), to_markdown(report))
-    print(to_markdown(report))
+    write_results(args.out, report, to_markdown(report))
     return report
 
 
