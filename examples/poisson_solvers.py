@@ -5,10 +5,11 @@ generated with its standard right-hand side; each method runs to the same relati
 tolerance, and a figure shows the flags, the pressure and the convergence curves.
 Runs in a few seconds on a laptop CPU:
 
-    python examples/poisson_solvers.py [--size 256] [--out poisson_solvers.png]
+    python examples/poisson_solvers.py [--size 256] [--out out/poisson_solvers.png]
 """
 
 import argparse
+from pathlib import Path
 
 import matplotlib
 
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--scene", default="sphere")
     parser.add_argument("--rtol", type=float, default=1e-8)
-    parser.add_argument("--out", default="poisson_solvers.png")
+    parser.add_argument("--out", default="out/poisson_solvers.png")
     args = parser.parse_args()
 
     scene = make_scene(args.scene, args.size, ndim=2)
@@ -48,6 +49,7 @@ def main() -> None:
     ax_conv.set_xlabel("iteration")
     ax_conv.set_ylabel("relative residual")
     ax_conv.legend()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"figure written to {args.out}")
 
