@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from physnet.nn._checks import is_int
 from physnet.nn._registry import Model
 
 __all__ = ["ConvNet"]
@@ -87,13 +88,13 @@ class ConvNet(Model, name="conv-net"):
             ("out_channels", out_channels),
             ("hidden_channels", hidden_channels),
         ):
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"ConvNet: {key} must be a positive integer, got {value!r}")
-        if not _is_int(n_layers) or n_layers < 0:
+        if not is_int(n_layers) or n_layers < 0:
             raise ValueError(f"ConvNet: n_layers must be a non-negative integer, got {n_layers!r}")
         if ndim not in _CONVOLUTIONS:
             raise ValueError(f"ConvNet: ndim must be 1, 2 or 3, got {ndim!r}")
-        if not _is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
+        if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(
                 f"ConvNet: kernel_size must be a positive odd integer (so the output keeps "
                 f"the grid size), got {kernel_size!r}"
@@ -144,7 +145,3 @@ class ConvNet(Model, name="conv-net"):
         for layer in self.layers:
             h = h + layer(self.activation(h))
         return self.projection(self.activation(h))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from physnet.nn._checks import is_int
 from physnet.nn._registry import Model
 
 __all__ = ["DCDMMultigridNet", "DCDMPaperNet", "MultigridState"]
@@ -27,10 +28,6 @@ _AVERAGE_POOLS = {2: F.avg_pool2d, 3: F.avg_pool3d}
 _MAX_POOLS = {2: F.max_pool2d, 3: F.max_pool3d}
 # (fine convolutions, coarse convolutions, post convolutions) of the published variants.
 _PAPER_VARIANTS = {"from64": (4, 6, 4), "from128": (6, 10, 6)}
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_input(name: str, x: torch.Tensor, ndim: int, channels: int) -> None:
@@ -138,7 +135,7 @@ class DCDMPaperNet(Model, name="dcdm-paper"):
         super().__init__()
         if ndim not in _CONVOLUTIONS:
             raise ValueError(f"DCDMPaperNet: ndim must be 2 or 3, got {ndim!r}")
-        if not _is_int(channels) or channels < 1:
+        if not is_int(channels) or channels < 1:
             raise ValueError(f"DCDMPaperNet: channels must be a positive integer, got {channels!r}")
         if variant not in _PAPER_VARIANTS:
             raise ValueError(
@@ -364,7 +361,7 @@ class DCDMMultigridNet(Model, name="dcdm-multigrid"):
         super().__init__()
         if ndim not in _CONVOLUTIONS:
             raise ValueError(f"DCDMMultigridNet: ndim must be 2 or 3, got {ndim!r}")
-        if levels is not None and (not _is_int(levels) or levels < 1):
+        if levels is not None and (not is_int(levels) or levels < 1):
             raise ValueError(
                 f"DCDMMultigridNet: levels must be a positive integer or None, got {levels!r}"
             )
@@ -374,7 +371,7 @@ class DCDMMultigridNet(Model, name="dcdm-multigrid"):
             ("coarsest_size", coarsest_size, 1),
             ("max_dense_cells", max_dense_cells, 0),
         ):
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 raise ValueError(
                     f"DCDMMultigridNet: {key} must be an integer >= {low}, got {value!r}"
                 )

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from physnet.nn._checks import per_channel
 from physnet.nn._registry import Model
-from physnet.nn.mgno import _per_channel
 
 __all__ = ["FNO"]
 
@@ -128,13 +128,12 @@ class FNO(Model, name="fno"):
             positional_embedding=positional_embedding,
             domain_padding=domain_padding,
         )
-        shape = (1, -1) + (1,) * self.ndim
         for name, value, channels, positive in (
             ("input_shift", input_shift, in_channels, False),
             ("input_scale", input_scale, in_channels, True),
             ("output_scale", output_scale, out_channels, True),
         ):
-            tensor = _per_channel(name, value, channels, positive=positive).reshape(shape)
+            tensor = per_channel("FNO", name, value, channels, self.ndim, positive=positive)
             self.register_buffer(name, tensor, persistent=False)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from physnet.nn._checks import is_int, per_channel
 from physnet.nn._registry import Model
 
 __all__ = ["MgNO", "MultigridCycle"]
@@ -80,7 +81,7 @@ class MultigridCycle(torch.nn.Module):
             ("source_channels", source_channels),
             ("solution_channels", solution_channels),
         ):
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"MultigridCycle: {key} must be a positive integer, got {value!r}")
         _check_choice("MultigridCycle", "boundary", boundary, BOUNDARIES)
         _check_choice("MultigridCycle", "restriction", restriction, RESTRICTIONS)
@@ -285,7 +286,7 @@ class MgNO(Model, name="mgno"):
             ("hidden_channels", hidden_channels),
             ("n_layers", n_layers),
         ):
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"MgNO: {key} must be a positive integer, got {value!r}")
         schedule = _check_smoothing("MgNO", smoothing)
         _check_choice("MgNO", "boundary", boundary, BOUNDARIES)
@@ -305,16 +306,18 @@ class MgNO(Model, name="mgno"):
         self.boundary = boundary
         self.exact_boundary = exact_boundary
         self.register_buffer(
-            "input_shift", _per_channel("input_shift", input_shift, in_channels), persistent=False
+            "input_shift",
+            per_channel("MgNO", "input_shift", input_shift, in_channels),
+            persistent=False,
         )
         self.register_buffer(
             "input_scale",
-            _per_channel("input_scale", input_scale, in_channels, positive=True),
+            per_channel("MgNO", "input_scale", input_scale, in_channels, positive=True),
             persistent=False,
         )
         self.register_buffer(
             "output_scale",
-            _per_channel("output_scale", output_scale, out_channels, positive=True),
+            per_channel("MgNO", "output_scale", output_scale, out_channels, positive=True),
             persistent=False,
         )
         self.cycles = torch.nn.ModuleList(
@@ -389,7 +392,7 @@ def _check_smoothing(owner: str, smoothing: Any) -> list[tuple[int, int]]:
     if (
         not schedule
         or any(len(level) != 2 for level in schedule)
-        or not all(_is_int(count) and count >= 0 for level in schedule for count in level)
+        or not all(is_int(count) and count >= 0 for level in schedule for count in level)
     ):
         raise ValueError(
             f"{owner}: smoothing={smoothing!r}, expected a non-empty list of [pre, post] pairs of "
@@ -398,21 +401,3 @@ def _check_smoothing(owner: str, smoothing: Any) -> list[tuple[int, int]]:
     if not any(count for level in schedule for count in level):
         raise ValueError(f"{owner}: smoothing={smoothing!r} has no smoothing step at all")
     return [(int(pre), int(post)) for pre, post in schedule]
-
-
-def _per_channel(name: str, value: Any, channels: int, *, positive: bool = False) -> torch.Tensor:
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if len(values) not in (1, channels) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    ):
-        raise ValueError(
-            f"MgNO: {name}={value!r}, expected a number or a list of {channels} numbers"
-        )
-    if positive and not all(v > 0 for v in values):
-        raise ValueError(f"MgNO: {name}={value!r}, expected positive values")
-    tensor = torch.tensor([float(v) for v in values], dtype=torch.float32)
-    return tensor.expand(channels).reshape(1, channels, 1, 1).clone()
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

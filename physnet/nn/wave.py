@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from physnet.nn._checks import is_int
 from physnet.nn._registry import Model
-from physnet.nn.convnet import _ACTIVATIONS, _is_int
+from physnet.nn.convnet import _ACTIVATIONS
 from physnet.nn.cpconv import IMPLEMENTATIONS, compress_convs
 
 __all__ = ["WaveCNN"]
@@ -98,9 +99,9 @@ class WaveCNN(Model, name="wave-cnn"):
             ("n_layers", n_layers, 0),
             ("rank", rank, 1),
         ):
-            if not _is_int(value) or value < minimum:
+            if not is_int(value) or value < minimum:
                 raise ValueError(f"WaveCNN: {key}={value!r}, expected an integer >= {minimum}")
-        if not _is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
+        if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"WaveCNN: kernel_size={kernel_size!r}, expected a positive odd int")
         if conv not in CONVOLUTIONS:
             raise ValueError(f"WaveCNN: conv={conv!r}, expected one of {CONVOLUTIONS}")
@@ -168,7 +169,7 @@ class WaveCNN(Model, name="wave-cnn"):
         """``steps`` frames ``(batch, steps, H, W)`` following ``frames``, each step fed
         the surrogate's own predictions."""
         self._check(speed, frames, "rollout")
-        if not _is_int(steps) or steps < 0:
+        if not is_int(steps) or steps < 0:
             raise ValueError(f"WaveCNN.rollout: steps={steps!r}, expected an integer >= 0")
         window = frames[:, -self.history :]
         predicted: list[torch.Tensor] = []
