@@ -1,11 +1,12 @@
 """Solve a smoke-box pressure Poisson system with CG, Jacobi-PCG, IC-PCG and AMG-PCG.
+==================================================================================
 
 A 2D scene with a circular obstacle, solid walls and an air (Dirichlet) top row is
 generated with its standard right-hand side; each method runs to the same relative
 tolerance, and a figure shows the flags, the pressure and the convergence curves.
-Runs in a few seconds on a laptop CPU:
+Runs in a few seconds on a laptop CPU and writes ``out/poisson_solvers/poisson_solvers.png``::
 
-    python examples/poisson_solvers.py [--size 256] [--out out/poisson_solvers.png]
+    python examples/poisson_solvers.py [--size 256] [--out out/poisson_solvers]
 """
 
 import argparse
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--scene", default="sphere")
     parser.add_argument("--rtol", type=float, default=1e-8)
-    parser.add_argument("--out", default="out/poisson_solvers.png")
+    parser.add_argument("--out", default="out/poisson_solvers", help="output folder")
     args = parser.parse_args()
 
     scene = make_scene(args.scene, args.size, ndim=2)
@@ -49,9 +50,10 @@ def main() -> None:
     ax_conv.set_xlabel("iteration")
     ax_conv.set_ylabel("relative residual")
     ax_conv.legend()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"figure written to {args.out}")
+    out = Path(args.out) / "poisson_solvers.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"figure written to {out}")
 
 
 if __name__ == "__main__":

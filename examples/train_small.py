@@ -1,13 +1,15 @@
 """Train a small convolutional surrogate of a screened Poisson solve, then evaluate it.
+====================================================================================
 
 The data is made in memory: random smooth source fields ``f`` on a periodic 32×32 grid
 and the solutions ``u`` of ``(κ² - Δ) u = f`` (solved exactly with FFTs). A residual
 conv-net learns the map ``f → u`` with physnet's Trainer (AdamW, one-cycle schedule,
-relative-L2 loss), writing checkpoints and metrics to ``--out``; the best checkpoint is
-then reloaded and evaluated on held-out samples, and a figure compares a prediction with
-the exact solution. Runs in about 15 seconds on a 2-core laptop CPU:
+relative-L2 loss), writing checkpoints and metrics to ``--out`` (default
+``out/train_small``); the best checkpoint is then reloaded and evaluated on held-out
+samples, and a figure (``train_small.png`` in the same folder) compares a prediction with
+the exact solution. Runs in about 15 seconds on a 2-core laptop CPU::
 
-    python examples/train_small.py [--epochs 20] [--out runs/train_small]
+    python examples/train_small.py [--epochs 20] [--out out/train_small]
 
 Rerunning with ``--resume`` continues an interrupted run exactly where it stopped.
 """
@@ -61,9 +63,8 @@ class ScreenedPoisson(FieldDataset):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--out", default="runs/train_small")
+    parser.add_argument("--out", default="out/train_small", help="output folder")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--figure", default="train_small.png")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -109,8 +110,9 @@ def main() -> None:
     axes[4].set_xlabel("epoch")
     axes[4].set_title("relative L2 loss")
     axes[4].legend()
-    fig.savefig(args.figure, dpi=120)
-    print(f"wrote {args.figure}")
+    figure = Path(args.out) / "train_small.png"
+    fig.savefig(figure, dpi=120)
+    print(f"wrote {figure}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Roll out the pretrained compressed wave surrogate on a fresh finite-element simulation.
+=======================================================================================
 
 A new scene (holes, inclusions, varying speed, Ricker sources; drawn with a seed the
 training data never used) is simulated by physnet's P1 finite-element solver and gridded to
 64×64; the pretrained ``wave-cp`` surrogate (CP-compressed convolutions) gets the first
-four frames and the speed map and predicts the next ones autoregressively. Writes
+four frames and the speed map and predicts the next ones autoregressively. Writes, under
+``--out`` (default ``out/wave_rollout``),
 
 * ``wave_rollout.png``: a frame strip, FE solution / surrogate / difference at several steps;
 * ``wave_rollout.gif``: the side-by-side animation;
@@ -11,7 +13,8 @@ four frames and the speed map and predicts the next ones autoregressively. Write
 
 and prints the nRMSE per step. About 10 seconds on a 2-core laptop CPU::
 
-    python examples/wave_rollout.py [--model wave-cp] [--steps 50] [--seed 2024]
+    python examples/wave_rollout.py [--model wave-cp] [--steps 50] [--seed 2024] \\
+        [--out out/wave_rollout]
 """
 
 import argparse
@@ -35,7 +38,7 @@ def main() -> None:
     parser.add_argument("--model", default="wave-cp", help="pretrained name or checkpoint")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--out", default="runs/wave_rollout")
+    parser.add_argument("--out", default="out/wave_rollout", help="output folder")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

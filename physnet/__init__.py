@@ -25,6 +25,13 @@ from importlib.metadata import PackageNotFoundError, version
 # setting takes effect for OpenMP runtimes loaded after this import (import physnet before
 # torch, or export OMP_WAIT_POLICY yourself); a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# numba caches the compiled stencil and factorisation kernels (cache=True) beside their
+# sources by default: inside site-packages, which may be read-only or shared between
+# environments. They go to the user's cache instead; read when numba is first imported
+# (import physnet first, or export NUMBA_CACHE_DIR yourself); a value the user set is kept.
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "physnet", "numba")
+)
 
 
 from physnet.operators import GridPoisson, LinearOperator, aslinearoperator

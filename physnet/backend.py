@@ -28,6 +28,7 @@ __all__ = [
     "Backend",
     "array_kind",
     "as_like",
+    "check_device",
     "get_backend",
     "require_cupy",
     "require_torch",
@@ -64,6 +65,92 @@ def require_cupy() -> Any:
 def require(module: str, purpose: str) -> Any:
     """Import an optional dependency (``matplotlib``, ``h5py``...) with an install hint."""
     return _require(module, purpose)
+
+
+def check_device(device: Any) -> str:
+    """``device`` as a canonical string, checked to name a device this machine has.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or another torch device type (``"mps"``...).
+
+    Returns
+    -------
+    str
+        The device as torch writes it (``"cuda:0"`` stays ``"cuda:0"``, ``"cuda"`` stays
+        ``"cuda"``).
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a device name (``"tpu"``), or names a device this machine or
+        this torch build does not have (``"cuda"`` with a CPU-only torch, ``"cuda:3"``
+        with one GPU); the message says which devices there are.
+
+    Examples
+    --------
+    >>> check_device("cpu")
+    'cpu'
+    """
+    text = str(device).strip()
+    if text == "cpu":
+        return text
+    try:
+        torch = require_torch()
+    except ImportError:
+        torch = None
+    if torch is None:
+        # Without torch only CuPy can offer a device.
+        if text == "cuda" or text.startswith("cuda:"):
+            return _check_cupy_device(text)
+        raise ValueError(f"device {text!r} is not known; expected 'cpu', 'cuda' or 'cuda:N'")
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device {text!r} is not a device name; expected 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if parsed.type == "cpu":
+        return str(parsed)
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "this torch build has no CUDA support"
+            if torch.version.cuda is not None:
+                build = "torch finds no CUDA device"
+            raise ValueError(f"device {text!r} is not available: {build}; use 'cpu'")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"device {text!r} is not available: there are {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+        return str(parsed)
+    module = getattr(torch, parsed.type, None) or getattr(torch.backends, parsed.type, None)
+    available = getattr(module, "is_available", None)
+    if available is None or not available():
+        raise ValueError(
+            f"device {text!r} is not available in this torch build; use 'cpu'"
+            + (" or 'cuda'" if torch.cuda.is_available() else "")
+        )
+    return str(parsed)
+
+
+def _check_cupy_device(text: str) -> str:
+    try:
+        cupy = require_cupy()
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # no CuPy, or no driver: either way no device
+        count = 0
+    index_text = text.split(":")[1] if ":" in text else "0"
+    if not index_text.isdigit():
+        raise ValueError(f"device {text!r} is not a device name; expected 'cuda' or 'cuda:N'")
+    if int(index_text) >= count:
+        raise ValueError(
+            f"device {text!r} is not available: there are {count} CUDA device(s) "
+            "(and torch is not installed)"
+        )
+    return text
 
 
 def array_kind(x: Any) -> str:

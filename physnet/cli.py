@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,12 @@ def _add_solve_parser(subparsers: Any) -> None:
     source.add_argument("system", nargs="?", help="Matrix Market (.mtx) or .npz system file")
     source.add_argument("--scene", choices=available_scenes(), help="generated smoke-box scene")
     source.add_argument("--flags", help=".npy cell-flag grid: 0 fluid, 1 solid, 2 air")
+    parser.add_argument(
+        "--coefficients",
+        help="diffusion coefficients of --flags: a .npy of cell values (the grid's shape) or "
+        "an .npz of one face array per axis (arr_0, arr_1[, arr_2]: axis d has n_d - 1 "
+        "entries along d); positive and finite",
+    )
     parser.add_argument("--size", type=int, default=64, help="scene cells per axis (default 64)")
     parser.add_argument("--ndim", type=int, default=3, choices=(2, 3), help="scene dimension")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
@@ -90,7 +97,13 @@ def _add_solve_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (1e-6)")
     parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (0)")
-    parser.add_argument("--maxiter", type=int, default=None, help="iteration limit (10 n)")
+    parser.add_argument(
+        "--maxiter",
+        type=int,
+        default=None,
+        help="iteration limit (default min(10 n, max(1000, 20 sqrt(n)))); a solve also "
+        "stops when the residual reaches the dtype's accuracy floor or a plateau",
+    )
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument(
@@ -101,6 +114,11 @@ def _add_solve_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--out", help="write the solution as .npy (full grid for grid inputs)")
     parser.add_argument("--plot", help="write a convergence plot (PNG)")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress line (shown on a terminal for solves longer than 2 s)",
+    )
     _add_json(parser)
     parser.set_defaults(handler=_solve_command)
 
@@ -122,6 +140,8 @@ def _build_problem(args: argparse.Namespace) -> _Problem:
             "give exactly one input: a system file, --scene NAME or --flags FLAGS.npy"
             + (f" (got {', '.join(given)})" if given else "")
         )
+    if args.coefficients and not args.flags:
+        raise CommandError("--coefficients belongs to a cell-flag grid: give --flags FLAGS.npy")
     dtype = np.dtype(args.dtype)
     if args.scene:
         scene = make_scene(args.scene, args.size, ndim=args.ndim, seed=args.seed)
@@ -131,7 +151,12 @@ def _build_problem(args: argparse.Namespace) -> _Problem:
         return _Problem(operator, rhs, f"scene {args.scene} {shape} (seed {args.seed})", operator)
     if args.flags:
         flags = _load_array(args.flags)
-        operator = GridPoisson(flags, dtype=dtype)
+        coefficients = None if args.coefficients is None else _load_coefficients(args)
+        try:
+            operator = GridPoisson(flags, coefficients=coefficients, dtype=dtype)
+        except (TypeError, ValueError) as error:
+            source = f"{args.flags}" + (f", {args.coefficients}" if args.coefficients else "")
+            raise CommandError(f"{source}: {error}") from None
         if args.rhs is None:
             from physnet.datasets.scenes import standard_rhs
 
@@ -140,12 +165,108 @@ def _build_problem(args: argparse.Namespace) -> _Problem:
             rhs = _grid_rhs(operator, args.rhs)
         shape = "x".join(str(s) for s in flags.shape)
         return _Problem(operator, rhs, f"flag grid {args.flags} ({shape})", operator)
-    matrix, rhs = load_system(args.system, rhs=args.rhs)
+    if args.system.lower().endswith(".npz") and _is_dense_npz(args.system):
+        matrix, rhs = _load_dense_npz(args.system, args.rhs)
+    else:
+        matrix, rhs = load_system(args.system, rhs=args.rhs)
     if rhs is None:
         raise CommandError(f"{args.system}: the system has no right-hand side; give one with --rhs")
+    _check_symmetric(args.system, matrix)
     from physnet.operators import MatrixOperator
 
     return _Problem(MatrixOperator(matrix.astype(dtype)), rhs, f"system {args.system}")
+
+
+def _load_coefficients(args: argparse.Namespace) -> Any:
+    """The cell array (.npy) or the per-axis face arrays (.npz) of --coefficients."""
+    from physnet._io import FileFormatError, check_readable, load_npy
+
+    path = args.coefficients
+    if path.endswith(".npy"):
+        return load_npy(path)
+    if not path.endswith(".npz"):
+        raise CommandError(f"--coefficients {path}: expected a .npy (cell values) or .npz file")
+    check_readable(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = sorted(archive.files)
+            arrays = {name: archive[name] for name in names}
+    except (ValueError, OSError, EOFError) as error:
+        raise FileFormatError(path, f"not a readable .npz archive ({error})") from None
+    expected = [f"arr_{d}" for d in range(len(names))]
+    if names != expected:
+        raise FileFormatError(
+            path,
+            f"holds arrays {names}, expected one face array per axis named "
+            f"arr_0, arr_1[, arr_2] (as np.savez(path, faces_0, faces_1, ...) writes them)",
+        )
+    return [arrays[name] for name in expected]
+
+
+def _is_dense_npz(path: str) -> bool:
+    """Whether an .npz lacks SciPy's sparse layout (then it should hold a dense matrix)."""
+    from physnet._io import check_readable
+
+    check_readable(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return "format" not in getattr(archive, "files", ["format"])
+    except (ValueError, OSError, EOFError):
+        return False  # load_system reports the unreadable archive
+
+
+def _load_dense_npz(path: str, rhs_path: str | None) -> tuple[Any, Any]:
+    """A dense matrix ``A`` (and optionally ``b``) from an .npz, as a CSR matrix."""
+    import scipy.sparse
+
+    from physnet._io import FileFormatError
+    from physnet.datasets import load_vector
+
+    layout = (
+        "expected SciPy's sparse layout (format, shape, data, indices, indptr[, b]: "
+        "scipy.sparse.save_npz or physnet.datasets.save_system) or a dense square matrix "
+        "named 'A' (with an optional right-hand side 'b')"
+    )
+    with np.load(path, allow_pickle=False) as archive:
+        names = sorted(archive.files)
+        if "A" not in names:
+            raise FileFormatError(path, f"holds arrays {names}; {layout}")
+        try:
+            dense = archive["A"]
+            b = archive["b"] if "b" in names else None
+        except ValueError as error:
+            raise FileFormatError(path, f"unreadable array ({error})") from None
+    if dense.ndim != 2 or dense.shape[0] != dense.shape[1] or dense.dtype.kind not in "iufc":
+        raise FileFormatError(path, f"field 'A' is {dense.dtype} of shape {dense.shape}; {layout}")
+    if not np.all(np.isfinite(dense)):
+        raise FileFormatError(path, "field 'A' has NaN or Inf entries")
+    matrix = scipy.sparse.csr_matrix(dense.astype(np.result_type(dense.dtype, np.float64)))
+    if rhs_path is not None:
+        b = load_vector(rhs_path)
+    elif b is not None:
+        b = np.asarray(b).reshape(-1)
+        if b.shape != (matrix.shape[0],) or not np.all(np.isfinite(b)):
+            raise FileFormatError(
+                path, f"field 'b' has shape {b.shape}, expected ({matrix.shape[0]},) finite values"
+            )
+    if b is not None and b.shape != (matrix.shape[0],):
+        raise FileFormatError(
+            rhs_path, f"right-hand side has length {b.size}, expected {matrix.shape[0]}"
+        )
+    return matrix, b
+
+
+def _check_symmetric(path: str, matrix: Any) -> None:
+    """Every method of ``physnet solve`` needs a symmetric (Hermitian) positive definite A."""
+    largest = float(abs(matrix).max()) if matrix.nnz else 0.0
+    asymmetry = abs(matrix - matrix.conj().T)
+    gap = float(asymmetry.max()) if asymmetry.nnz else 0.0
+    if gap > 1e3 * np.finfo(np.float64).eps * largest:
+        raise CommandError(
+            f"{path}: the matrix is not symmetric (max |A - A^T| = {gap:.3g}, max |A| = "
+            f"{largest:.3g}); the methods of physnet solve (CG and its preconditioners, "
+            "flexible CG, DCDM) need a symmetric positive definite matrix"
+        )
 
 
 def _grid_rhs(operator: Any, path: str) -> np.ndarray:
@@ -164,7 +285,7 @@ def _grid_rhs(operator: Any, path: str) -> np.ndarray:
 def _to_device(array: np.ndarray, args: argparse.Namespace) -> Any:
     from physnet import backend
 
-    device = args.device
+    device = _device(args.device)
     kind = args.backend
     if kind is None:
         if device == "cpu":
@@ -189,32 +310,98 @@ def _to_device(array: np.ndarray, args: argparse.Namespace) -> Any:
         return cupy.asarray(array)
 
 
+def _device(device: str) -> str:
+    """``--device``, checked to name a device this machine (and its torch) has."""
+    from physnet.backend import check_device
+
+    try:
+        return check_device(device)
+    except ValueError as error:
+        raise CommandError(f"--device {device}: {error}") from None
+
+
+def _check_output(path: str | None, option: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path is None:
+        return
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise CommandError(f"{option} {path}: the folder {str(folder)!r} does not exist")
+    if target.is_dir():
+        raise CommandError(f"{option} {path}: is a folder, expected a file name")
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"{option} {path}: the folder {str(folder)!r} is not writable")
+
+
+class _Progress:
+    """A tqdm line on stderr for one solve, shown only once it has run for 2 seconds."""
+
+    def __init__(self, method: str, maxiter: int, rhs_norm: float) -> None:
+        from tqdm.auto import tqdm
+
+        self.scale = 1.0 / rhs_norm if rhs_norm > 0 else 1.0
+        self.bar = tqdm(
+            total=maxiter, desc=method, unit="it", delay=2.0, file=sys.stderr, leave=False
+        )
+
+    def __call__(self, iterations: int, residual_norm: float) -> None:
+        self.bar.set_postfix_str(f"rel. residual {residual_norm * self.scale:.2e}", refresh=False)
+        self.bar.update(iterations - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not (args.no_progress or args.json) and sys.stderr.isatty()
+
+
 def _solve_command(args: argparse.Namespace) -> int:
     from physnet import backend
-    from physnet.solvers import solve
+    from physnet.solvers import Status, solve
+    from physnet.solvers._system import research_maxiter
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     if not methods:
         raise CommandError("--method is empty")
     if args.out and len(methods) > 1:
         raise CommandError("--out writes one solution: give a single --method with it")
+    _check_output(args.out, "--out")
+    _check_output(args.plot, "--plot")
     problem = _build_problem(args)
     rhs = _to_device(np.asarray(problem.rhs, dtype=np.dtype(args.dtype)), args)
+    n = problem.operator.shape[0]
+    rhs_norm = float(np.linalg.norm(np.asarray(problem.rhs, dtype=np.float64)))
     results = []
     for method in methods:
         options = {"model": args.model} if method == "dcdm" and args.model else {}
-        results.append(
-            solve(
+        progress = None
+        if _show_progress(args):
+            progress = _Progress(method, args.maxiter or research_maxiter(n), rhs_norm)
+        try:
+            result = solve(
                 problem.operator,
                 rhs,
                 method=method,
                 rtol=args.rtol,
                 atol=args.atol,
                 maxiter=args.maxiter,
+                progress=progress,
                 **options,
             )
-        )
-    n = problem.operator.shape[0]
+        finally:
+            if progress is not None:
+                progress.close()
+        if result.status is Status.INCOMPATIBLE:
+            raise CommandError(
+                f"{problem.description}: the right-hand side is incompatible with the singular "
+                f"operator: {result.info['floating_regions']} fluid region(s) touch no air "
+                "cell (no Dirichlet condition), so A x = b needs b to sum to zero over each, "
+                f"and its part that does not is {result.info['null_space_component']:.2e} of "
+                "||b||; add an air cell (flag 2) or subtract b's mean on each such region"
+            )
+        results.append(result)
     if args.out:
         from physnet._io import save_npy
 
@@ -247,6 +434,8 @@ def _solve_command(args: argparse.Namespace) -> int:
 
 
 def _print_table(description: str, n: int, records: Sequence[dict]) -> None:
+    from physnet.solvers import Status
+
     print(f"{description}: {n} unknowns, rtol {records[0]['rtol']:g}")
     header = (
         f"{'method':<10} {'converged':>9} {'iter':>6} {'rel. residual':>13} "
@@ -262,6 +451,10 @@ def _print_table(description: str, n: int, records: Sequence[dict]) -> None:
     for r in records:
         if not r["converged"]:
             print(f"{r['method']}: {r['status']}")
+            if r["status"] == str(Status.MAX_ITERATIONS):
+                print(f"{r['method']}: raise the limit with --maxiter (it was {r['iterations']})")
+        if "singular" in r:
+            print(f"{r['method']}: {r['singular']}")
 
 
 # --- physnet generate / train / evaluate --------------------------------------------------
@@ -344,18 +537,32 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("config", help="training config (.toml)")
     parser.add_argument("--out", default=None, help="run directory (checkpoints, metrics)")
     parser.add_argument("--resume", action="store_true", help="resume from --out's last state")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: the config's, else cuda if any)"
+    )
     _add_overrides(parser, "a config value", "training.epochs=5")
     _add_json(parser)
     parser.set_defaults(handler=_train_command)
 
 
 def _train_command(args: argparse.Namespace) -> int:
-    from physnet.training import TrainingDiverged, train_from_config
+    from physnet.training import TrainingDiverged, load_config, train_from_config
     from physnet.training.distributed import is_main_process
 
+    overrides = list(args.overrides)
+    if args.device is not None:
+        overrides.append(f"training.device={_device(args.device)}")
+    device = load_config(args.config, overrides=overrides).training.device
+    if device is not None and args.device is None:
+        try:
+            from physnet.backend import check_device
+
+            check_device(device)
+        except ValueError as error:
+            raise CommandError(f"training.device of {args.config}: {error}") from None
     try:
         history = train_from_config(
-            args.config, out=args.out, resume=args.resume, overrides=args.overrides
+            args.config, out=args.out, resume=args.resume, overrides=overrides
         )
     except TrainingDiverged as exc:
         print(f"physnet train: {exc}", file=sys.stderr)
@@ -406,6 +613,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     from physnet.training import evaluate
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    device = _device(args.device)
     report = evaluate(
         args.checkpoint,
         args.data,
@@ -413,7 +621,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         split=args.split,
         stride=args.stride,
-        device=args.device,
+        device=device,
     )
     if args.json:
         print(json.dumps(report, indent=2, default=float))
@@ -452,13 +660,15 @@ def _reconstruct_command(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise CommandError(f"--batch-size {args.batch_size}: expected a positive integer")
+    device = None if args.device is None else _device(args.device)
+    _check_output(args.out, "--out")
     report = reconstruct_file(
         args.measurements,
         args.out,
         args.model,
         field=args.field,
         batch_size=args.batch_size,
-        device=args.device,
+        device=device,
         progress=not (args.no_progress or args.json),
     )
     if args.json:
@@ -529,7 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (CommandError, FileFormatError, OSError, ValueError, TypeError, ImportError) as exc:
-        print(f"physnet {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        print(f"physnet {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"physnet {args.command}: interrupted", file=sys.stderr)

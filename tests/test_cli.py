@@ -216,4 +216,6 @@ def test_dcdm_without_weights_is_a_one_line_error(capsys, monkeypatch, tmp_path)
     code, _, err = run(
         capsys, "solve", "--scene", "sphere", "--size", "16", "--ndim", "2", "--method", "dcdm"
     )
-    assert code == 2 and "dcdm-poisson2d" in err and "Traceback" not in err
+    from physnet.solvers.dcdm import PRETRAINED_MODELS
+
+    assert code == 2 and PRETRAINED_MODELS[2] in err and "Traceback" not in err

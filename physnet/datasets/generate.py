@@ -47,6 +47,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib
@@ -55,6 +56,8 @@ import math
 import multiprocessing
 import numbers
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -264,6 +267,7 @@ def _load_builtins() -> None:
     import physnet.datasets._darcy
     import physnet.datasets._dcdm_data
     import physnet.datasets._generators
+    import physnet.datasets._poisson_systems
     import physnet.datasets._radar
     import physnet.datasets._wave  # noqa: F401
 
@@ -723,8 +727,10 @@ def _fill(
         desc=f"generate {plan.generator}",
         unit="sample",
     )
-    with bar:
-        for position, sample in _compute(generator, plan, indices, missing, workers):
+    # closing(): an interruption in the loop body shuts the worker pool down at once.
+    computed = contextlib.closing(_compute(generator, plan, indices, missing, workers))
+    with _interrupt_on_sigterm(), bar, computed as samples:
+        for position, sample in samples:
             try:
                 writer.write(int(position), sample)
             except ValueError as error:
@@ -753,9 +759,42 @@ def _compute(
     ]
     # "spawn": numba's and OpenBLAS's thread pools do not survive a fork safely.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(tasks)), initializer=_single_threaded_worker) as pool:
+    pool = context.Pool(min(workers, len(tasks)), initializer=_single_threaded_worker)
+    try:
         for results in pool.imap_unordered(_worker_task, tasks):
             yield from results
+        pool.close()
+    except BaseException:
+        # Ctrl-C, SIGTERM (see _interrupt_on_sigterm) or an error: stop the workers before
+        # the pool's queues and semaphores go, so the resource tracker finds nothing leaked.
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``KeyboardInterrupt`` while samples are computed and written.
+
+    The default SIGTERM action ends the process without unwinding: the workers lose their
+    parent mid-write and the pool's semaphores leak. Unwinding closes the partial file
+    and the pool like Ctrl-C does. A handler the caller installed is kept.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(
+        signal.SIGTERM
+    ) not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _compute_items(
@@ -785,6 +824,9 @@ def _single_threaded_worker() -> None:
 
     from threadpoolctl import threadpool_limits
 
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it terminates
+    # the pool), so the workers do not each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1)
     numba = sys.modules.get("numba")
     if numba is not None:

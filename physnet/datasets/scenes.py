@@ -78,6 +78,9 @@ class Scene:
         mean zero on every fluid region that does not touch air. Read-only.
     config : dict
         Generator, version and every parameter needed to reproduce the scene.
+    coefficients : numpy.ndarray of float64 or None
+        Cell values of the coefficient ``a`` of ``-div(a grad p)`` (``1 / rho`` for a
+        two-phase pressure system), or None for the unit coefficient. Read-only.
     """
 
     name: str
@@ -87,6 +90,7 @@ class Scene:
     flags: np.ndarray = field(repr=False)
     rhs: np.ndarray = field(repr=False)
     config: dict = field(repr=False, default_factory=dict)
+    coefficients: np.ndarray | None = field(repr=False, default=None)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -99,8 +103,8 @@ class Scene:
         return self.flags == FLUID
 
     def operator(self, dtype: Any = np.float64) -> GridPoisson:
-        """The scene's pressure Poisson operator, ``GridPoisson(flags)`` with unit spacing."""
-        return GridPoisson(self.flags, dtype=dtype)
+        """The scene's pressure Poisson operator, ``GridPoisson(flags, coefficients=...)``."""
+        return GridPoisson(self.flags, coefficients=self.coefficients, dtype=dtype)
 
     def rhs_vector(self, dtype: Any = np.float64) -> np.ndarray:
         """The right-hand side on the unknowns (fluid cells in C order), as ``gather`` gives it."""
@@ -113,9 +117,9 @@ def available_scenes() -> tuple[str, ...]:
     Examples
     --------
     >>> available_scenes()
-    ('empty', 'sphere', 'box', 'boxes', 'torus', 'blob')
+    ('empty', 'sphere', 'box', 'boxes', 'torus', 'blob', 'two-phase', 'thin-walls')
     """
-    return tuple(_OBSTACLES)
+    return (*_OBSTACLES, *_HARD_SCENES)
 
 
 def make_scene(name: str, size: int, *, ndim: int = 3, seed: int = 0) -> Scene:
@@ -162,6 +166,21 @@ def make_scene(name: str, size: int, *, ndim: int = 3, seed: int = 0) -> Scene:
     - ``blob``: ``1 - (|x - c| / 0.22)^2 + 0.5 g(x) > 0`` and ``|x - c| <= 0.4``, with ``g``
       a unit-variance random field (below, with ``k0 = 1.5``, cutoff 4).
 
+    Two scenes test what smoke boxes do not (both kept out of physnet's training data):
+
+    - ``two-phase``: a two-phase pressure system, coefficient ``1 / rho`` with
+      ``rho = 1000`` in the liquid and 1 in the gas: a pool below a height ``0.25 + 0.04
+      sin(2 pi 3 x) cos(2 pi 2 y)``, an ellipsoidal drop (semi-axes 0.12, 0.08, 0.06)
+      centred at ``(0.55, 0.45, 0.62)`` and a liquid ring (a torus of major radius 0.2 and
+      minor radius 0.035 around the vertical axis through ``(0.5, 0.5)`` at height 0.45);
+      in 2-D the pool (``0.25 + 0.04 sin(2 pi 3 x)``), the ellipse and two discs. No solid
+      obstacle.
+    - ``thin-walls``: a hollow cylinder with a wall one cell thick (radius 0.25 around the
+      vertical axis, from height 0.15 to 0.45), twelve small balls of radius 2.5 cells
+      (centres ``U(0.15, 0.85)^d`` in a fixed order) and a horizontal baffle one cell thick
+      at height 0.7 with a square hole of side ``size / 8`` cells in its middle: the part of
+      the box below the baffle reaches the air only through the hole.
+
     Random fields. ``g(x) = sum_k s_k (a_k cos 2 pi k.x + b_k sin 2 pi k.x) / sqrt(sum s_k^2)``
     over integer wave vectors ``0 < |k| <= cutoff``, ``s_k = exp(-|k|^2 / (2 k0^2))`` and
     ``a_k, b_k`` independent standard normal, drawn on the full ``(2 cutoff + 1)^d`` lattice
@@ -198,7 +217,7 @@ def make_scene(name: str, size: int, *, ndim: int = 3, seed: int = 0) -> Scene:
     >>> round(float(np.linalg.norm(scene.rhs)), 12)
     1.0
     """
-    if not isinstance(name, str) or name not in _OBSTACLES:
+    if not isinstance(name, str) or name not in available_scenes():
         raise ValueError(
             f"make_scene: unknown scene {name!r}, expected one of {available_scenes()}"
         )
@@ -214,15 +233,19 @@ def make_scene(name: str, size: int, *, ndim: int = 3, seed: int = 0) -> Scene:
 
     geometry_rng, velocity_rng = _generators(seed)
     centres = _cell_centres(size, ndim)
-    obstacle, geometry = _OBSTACLES[name](centres, geometry_rng)
-
-    flags = np.full((size,) * ndim, FLUID, dtype=np.int8)
-    flags[obstacle] = SOLID
+    coefficients = None
+    if name in _HARD_SCENES:
+        flags, coefficients, geometry = _HARD_SCENES[name](centres, geometry_rng)
+    else:
+        obstacle, geometry = _OBSTACLES[name](centres, geometry_rng)
+        flags = np.full((size,) * ndim, FLUID, dtype=np.int8)
+        flags[obstacle] = SOLID
     flags[..., -1] = AIR
 
     rhs = _divergence_rhs(flags, velocity_rng)
-    flags.setflags(write=False)
-    rhs.setflags(write=False)
+    for array in (flags, rhs, coefficients):
+        if array is not None:
+            array.setflags(write=False)
     config = {
         "generator": "physnet.datasets.make_scene",
         "version": SCENE_VERSION,
@@ -242,7 +265,16 @@ def make_scene(name: str, size: int, *, ndim: int = 3, seed: int = 0) -> Scene:
         },
         "n_unknowns": int(np.count_nonzero(flags == FLUID)),
     }
-    return Scene(name=name, size=size, ndim=ndim, seed=seed, flags=flags, rhs=rhs, config=config)
+    return Scene(
+        name=name,
+        size=size,
+        ndim=ndim,
+        seed=seed,
+        flags=flags,
+        rhs=rhs,
+        config=config,
+        coefficients=coefficients,
+    )
 
 
 def standard_rhs(flags: Any, *, seed: int = 0) -> np.ndarray:
@@ -413,6 +445,63 @@ _OBSTACLES: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {
     "torus": _torus,
     "blob": _blob,
 }
+
+
+def _two_phase(centres, rng):
+    """The held-out two-phase scene: pool, ellipsoidal drop and liquid ring, rho 1000 : 1."""
+    ndim = len(centres)
+    shape = _grid_shape_of(centres)
+    grids = centres
+    up = grids[-1]
+    horizontal = grids[:-1]
+    wave = np.sin(2 * np.pi * 3 * horizontal[0])
+    if ndim == 3:
+        wave = wave * np.cos(2 * np.pi * 2 * horizontal[1])
+    surface = 0.25 + 0.04 * wave
+    liquid = np.broadcast_to(up < surface, shape).copy()
+    drop_centre = (0.55, 0.45, 0.62)[-ndim:] if ndim == 3 else (0.55, 0.62)
+    axes = (0.12, 0.08, 0.06) if ndim == 3 else (0.12, 0.06)
+    liquid |= sum(((g - c) / a) ** 2 for g, c, a in zip(grids, drop_centre, axes, strict=True)) <= 1
+    if ndim == 3:
+        rho = np.sqrt((grids[0] - 0.5) ** 2 + (grids[1] - 0.5) ** 2)
+        liquid |= (rho - 0.2) ** 2 + (up - 0.45) ** 2 <= 0.035**2
+    else:
+        for x in (0.3, 0.7):
+            liquid |= (grids[0] - x) ** 2 + (up - 0.45) ** 2 <= 0.035**2
+    density = np.where(liquid, 1000.0, 1.0)
+    flags = np.full(shape, FLUID, dtype=np.int8)
+    return flags, 1.0 / density, {"density_ratio": 1000.0, "liquid_fraction": float(liquid.mean())}
+
+
+def _thin_walls(centres, rng):
+    """The held-out thin-geometry scene: hollow cylinder, small balls, baffle with a hole."""
+    ndim = len(centres)
+    shape = _grid_shape_of(centres)
+    size = shape[0]
+    cell = 1.0 / size
+    grids = centres
+    up = grids[-1]
+    flags = np.full(shape, FLUID, dtype=np.int8)
+    radial = np.sqrt(sum((g - 0.5) ** 2 for g in grids[:-1]))
+    wall = (np.abs(radial - 0.25) < 0.5 * cell) & (up > 0.15) & (up < 0.45)
+    flags[np.broadcast_to(wall, shape)] = SOLID
+    centres_drawn = rng.uniform(0.15, 0.85, size=(12, ndim))
+    for centre in centres_drawn:
+        flags[_squared_distance(centres, centre) < (2.5 * cell) ** 2] = SOLID
+    baffle = int(0.7 * size)
+    hole = max(size // 8, 1)
+    start = size // 2 - hole // 2
+    flags[..., baffle] = SOLID
+    opening = (slice(start, start + hole),) * (ndim - 1) + (baffle,)
+    flags[opening] = FLUID
+    return flags, None, {"balls": centres_drawn.tolist(), "baffle_height": 0.7, "hole_cells": hole}
+
+
+def _grid_shape_of(centres) -> tuple[int, ...]:
+    return tuple(c.size for c in centres)
+
+
+_HARD_SCENES = {"two-phase": _two_phase, "thin-walls": _thin_walls}
 
 
 # --- random fields ----------------------------------------------------------------------

@@ -62,7 +62,7 @@ def _per_triangle(mesh: TriangleMesh, coefficient: Any, name: str) -> np.ndarray
 
 
 def stiffness_matrix(mesh: TriangleMesh, coefficient: Any = None) -> scipy.sparse.csr_array:
-    """The P1 stiffness matrix ``K_ij = integral of a grad(phi_i) . grad(phi_j)``.
+    """The P1 stiffness matrix ``K_ij = integral of a grad(phi_i) · grad(phi_j)``.
 
     Parameters
     ----------

@@ -21,6 +21,7 @@ from physnet.nn.checkpoint import load, read_metadata, save
 from physnet.nn.convnet import ConvNet
 from physnet.nn.cpconv import CPConv2d, CPConv3d, compress_convs
 from physnet.nn.dcdm import DCDMMultigridNet, DCDMPaperNet, MultigridState
+from physnet.nn.dcdm_galerkin import DCDMGalerkinNet
 from physnet.nn.fno import FNO
 from physnet.nn.mgno import MgNO, MultigridCycle
 from physnet.nn.radar import Deep2S
@@ -32,6 +33,7 @@ __all__ = [
     "CPConv2d",
     "CPConv3d",
     "ConvNet",
+    "DCDMGalerkinNet",
     "DCDMMultigridNet",
     "DCDMPaperNet",
     "Deep2S",

@@ -3,13 +3,16 @@
 A checkpoint written by :func:`save` is a standard safetensors file. Its header's string
 metadata records the registered architecture name (``physnet_model``), the constructor
 arguments as JSON (``config``), the physnet version that wrote it and the checkpoint
-``format_version``, beside any metadata of the caller. :func:`load` rebuilds the
-architecture from the registry with that config and loads the weights into it. No Python
-object is ever pickled or unpickled, so loading a checkpoint cannot run code.
+``format_version``, beside any metadata of the caller, and the SHA-256 of the tensor data
+(``physnet_data_sha256``). :func:`load` verifies that checksum (a file with a flipped byte
+is refused, naming the file; files written before the checksum existed load as before),
+rebuilds the architecture from the registry with that config and loads the weights into
+it. No Python object is ever pickled or unpickled, so loading a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -20,14 +23,22 @@ import safetensors
 import safetensors.torch
 import torch
 
-from physnet._io import FileFormatError, atomic_path, check_readable
+from physnet._io import FileFormatError, atomic_write, check_readable
 from physnet.nn._registry import _REGISTRY, Model, available_models, create
 
 __all__ = ["load", "read_metadata", "save"]
 
 FORMAT_VERSION = "1"
 _ALIASES = "physnet_aliases"
-_RESERVED = ("physnet_model", "config", "physnet_version", "format_version", _ALIASES)
+_CHECKSUM = "physnet_data_sha256"
+_RESERVED = (
+    "physnet_model",
+    "config",
+    "physnet_version",
+    "format_version",
+    _ALIASES,
+    _CHECKSUM,
+)
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 _LISTED = 5  # mismatches named in an error message
 
@@ -51,8 +62,8 @@ def save(
         directory must exist.
     metadata : mapping of str to str, optional
         Extra header entries (for example the training step or the dataset); the names
-        ``physnet_model``, ``config``, ``physnet_version``, ``format_version`` and
-        ``physnet_aliases`` are reserved.
+        ``physnet_model``, ``config``, ``physnet_version``, ``format_version``,
+        ``physnet_aliases`` and ``physnet_data_sha256`` are reserved.
 
     Raises
     ------
@@ -107,8 +118,20 @@ def save(
     tensors, aliases = _flatten(model.state_dict())
     if aliases:
         header[_ALIASES] = json.dumps(aliases, sort_keys=True)
-    with atomic_path(path) as temporary:
-        safetensors.torch.save_file(tensors, temporary, metadata=header)
+    # The data section does not depend on the header, so its checksum, computed on a
+    # first serialisation, describes the second one too (checked).
+    header[_CHECKSUM] = hashlib.sha256(_data_section(safetensors.torch.save(tensors))).hexdigest()
+    payload = safetensors.torch.save(tensors, metadata=header)
+    if hashlib.sha256(_data_section(payload)).hexdigest() != header[_CHECKSUM]:
+        raise RuntimeError("save: safetensors laid the tensor data out differently twice")
+    with atomic_write(path) as f:
+        f.write(payload)
+
+
+def _data_section(payload: bytes) -> memoryview:
+    """The tensor data of a serialised safetensors file: what follows the JSON header."""
+    header_length = int.from_bytes(payload[:8], "little")
+    return memoryview(payload)[8 + header_length :]
 
 
 def load(
@@ -142,8 +165,10 @@ def load(
     Raises
     ------
     FileFormatError
-        If the file is missing, is not a safetensors file, is truncated, or has no physnet
-        metadata (the message names the file).
+        If the file is missing, is not a safetensors file, is truncated, has no physnet
+        metadata, or its tensor data does not match the SHA-256 its header records (a
+        corrupt file); the message names the file. Files without the checksum (written
+        by older versions) are not checked.
     ValueError
         If the architecture is not registered, the config does not fit its constructor,
         or the weights do not fit the architecture (listing the first mismatches), naming
@@ -166,6 +191,8 @@ def load(
     """
     path = _checkpoint_path(path_or_pretrained_name)
     metadata = _physnet_metadata(path)
+    if _CHECKSUM in metadata:
+        _verify_checksum(path, metadata[_CHECKSUM])
     name, config = metadata["physnet_model"], metadata["config"]
     if name not in _REGISTRY:
         raise ValueError(
@@ -220,7 +247,7 @@ def read_metadata(path_or_pretrained_name: str | os.PathLike) -> dict[str, Any]:
     >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
     >>> physnet.nn.save(physnet.nn.create("conv-net"), path)
     >>> sorted(physnet.nn.read_metadata(path))
-    ['config', 'format_version', 'physnet_model', 'physnet_version']
+    ['config', 'format_version', 'physnet_data_sha256', 'physnet_model', 'physnet_version']
     """
     path = _checkpoint_path(path_or_pretrained_name)
     metadata: dict[str, Any] = dict(_read_header(path).get("__metadata__") or {})
@@ -306,6 +333,22 @@ def _read_header(path: Path) -> dict[str, Any]:
             f"truncated: its tensors need {data_end} bytes of data, the file holds {available}",
         )
     return header
+
+
+def _verify_checksum(path: Path, expected: str) -> None:
+    """Compare the SHA-256 of the file's tensor data with the one its header records."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        header_length = int.from_bytes(f.read(8), "little")
+        f.seek(8 + header_length)
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise FileFormatError(
+            path,
+            f"corrupt checkpoint: the SHA-256 of its tensor data is {digest.hexdigest()}, "
+            f"its header records {expected} (the file was damaged after it was written)",
+        )
 
 
 def _json_object(path: Path, metadata: Mapping[str, str], key: str) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from physnet.nn._checks import is_int
+from physnet.nn._checks import is_int, per_channel
 from physnet.nn._registry import Model
 
 __all__ = ["ConvNet"]
@@ -53,6 +55,12 @@ class ConvNet(Model, name="conv-net"):
     activation : {"gelu", "relu", "silu", "tanh"}, default "gelu"
     padding_mode : {"zeros", "reflect", "replicate", "circular"}, default "zeros"
         How the convolutions see beyond the grid; ``"circular"`` for periodic domains.
+    input_shift, input_scale : float or list of float, default 0 and 1
+        The input is normalised as ``(x - input_shift) / input_scale`` (one value, or one
+        per input channel) inside the network, so checkpoints read raw data.
+    output_scale : float or list of float, default 1
+        The projection's output is multiplied by it (one value, or one per output
+        channel), so targets far from unit scale need no rescaling of the data.
 
     Raises
     ------
@@ -81,6 +89,9 @@ class ConvNet(Model, name="conv-net"):
         kernel_size: int = 3,
         activation: str = "gelu",
         padding_mode: str = "zeros",
+        input_shift: float | Sequence[float] = 0.0,
+        input_scale: float | Sequence[float] = 1.0,
+        output_scale: float | Sequence[float] = 1.0,
     ) -> None:
         super().__init__()
         for key, value in (
@@ -112,6 +123,16 @@ class ConvNet(Model, name="conv-net"):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.ndim = ndim
+        for key, value, channels, positive in (
+            ("input_shift", input_shift, in_channels, False),
+            ("input_scale", input_scale, in_channels, True),
+            ("output_scale", output_scale, out_channels, True),
+        ):
+            self.register_buffer(
+                key,
+                per_channel("ConvNet", key, value, channels, ndim, positive=positive),
+                persistent=False,
+            )
         convolution = _CONVOLUTIONS[ndim]
 
         def spatial(channels_in: int, channels_out: int) -> torch.nn.Module:
@@ -141,7 +162,7 @@ class ConvNet(Model, name="conv-net"):
                 f"{grid}) for ndim={self.ndim} and in_channels={self.in_channels}, "
                 f"got {tuple(x.shape)}"
             )
-        h = self.lift(x)
+        h = self.lift((x - self.input_shift) / self.input_scale)
         for layer in self.layers:
             h = h + layer(self.activation(h))
-        return self.projection(self.activation(h))
+        return self.projection(self.activation(h)) * self.output_scale

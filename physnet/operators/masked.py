@@ -27,10 +27,10 @@ def masked_poisson(u: Any, flags: Any, h: float | Sequence[float] = 1.0) -> Any:
 
     Parameters
     ----------
-    u : torch.Tensor, shape (B, 1, *grid)
+    u : torch.Tensor, shape (B, 1, \*grid)
         The fields on the full 2-D or 3-D grids (floating point; gradients flow through).
         Values off the fluid cells are ignored, as if they were zero.
-    flags : torch.Tensor, shape (B, 1, *grid) or (B, *grid)
+    flags : torch.Tensor, shape (B, 1, \*grid) or (B, \*grid)
         Cell flags per sample, :data:`~physnet.operators.FLUID` (0),
         :data:`~physnet.operators.SOLID` (1) or :data:`~physnet.operators.AIR` (2), as
         integers or as floats holding those values (the form a training batch stacks
@@ -40,7 +40,7 @@ def masked_poisson(u: Any, flags: Any, h: float | Sequence[float] = 1.0) -> Any:
 
     Returns
     -------
-    torch.Tensor, shape (B, 1, *grid)
+    torch.Tensor, shape (B, 1, \*grid)
         ``A_i u_i`` on the fluid cells of sample ``i``, where ``A_i`` is
         ``GridPoisson(flags[i], h=h)``, and zero on every other cell; of the dtype and
         device of ``u``.

@@ -198,6 +198,25 @@ class GridPoisson(LinearOperator):
         numbers[self.fluid_mask] = np.arange(self.n, dtype=index_dtype)
         return numbers
 
+    def face_weights(self) -> tuple[np.ndarray, ...]:
+        """The weight :math:`a_f / h_d^2` of every interior face, one float64 array per axis.
+
+        The array for axis ``d`` has ``n_d - 1`` entries along ``d`` (the face between
+        cells ``i`` and ``i + 1``) and the grid's size along the others; it is zero on
+        the faces the operator does not use (those that touch a solid cell, or join two
+        air cells). A face between a fluid and an air cell is a Dirichlet term of the
+        fluid cell's diagonal. Multigrid methods read the operator from these arrays.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from physnet.operators import GridPoisson
+        >>> flags = np.array([[0, 0, 2]], dtype=np.int8)
+        >>> GridPoisson(flags, coefficients=np.array([[1.0, 3.0, 5.0]])).face_weights()[1]
+        array([[2., 4.]])
+        """
+        return tuple(w.copy() for w in self._face_weights())
+
     def _face_weights(self) -> tuple[np.ndarray, ...]:
         """Float64 weight of every interior face, zero where the operator does not use it."""
         if self._variable_weights is not None:

@@ -5,7 +5,8 @@
   :func:`register_method` adds one, :func:`available_methods` lists them;
 - :func:`backprojection`, :func:`tikhonov` and :func:`admm_tv` are inverse-problem
   baselines (:mod:`physnet.solvers.inverse`);
-- :class:`Jacobi`, :class:`AMG` and :class:`IncompleteCholesky` are preconditioners
+- :class:`Jacobi`, :class:`AMG`, :class:`IncompleteCholesky` and
+  :class:`AggregationMultigrid` (Galerkin aggregation multigrid on grids) are preconditioners
   (linear operators approximating ``A^{-1}``) for either.
 
 Every method stops on the same rule, ``||b - A x||_2 <= max(rtol ||b||_2, atol)``,
@@ -18,10 +19,12 @@ from physnet.solvers.cg import cg
 from physnet.solvers.dcdm import dcdm
 from physnet.solvers.fcg import fcg
 from physnet.solvers.inverse import admm_tv, backprojection, operator_norm, tikhonov
+from physnet.solvers.multigrid import AggregationMultigrid
 from physnet.solvers.preconditioners import AMG, IncompleteCholesky, Jacobi
 
 __all__ = [
     "AMG",
+    "AggregationMultigrid",
     "IncompleteCholesky",
     "Jacobi",
     "Method",

@@ -20,15 +20,42 @@ class Status(enum.Enum):
     PRECONDITIONER_NOT_POSITIVE_DEFINITE = "preconditioner not positive definite: r^T M r <= 0"
     NON_FINITE = "breakdown: NaN or Inf appeared in the iteration"
     STAGNATION = "stagnation: the search direction vanished before convergence"
+    ACCURACY_LIMIT = (
+        "accuracy limit: the true residual stopped decreasing at the floor of the "
+        "floating-point precision while the recursively updated one went on; rtol/atol "
+        "ask for more than this dtype can reach on this system (see info['accuracy_floor']; "
+        "use float64 or a looser rtol)"
+    )
+    PLATEAU = (
+        "plateau: the residual stopped decreasing (no 10% improvement over the last half "
+        "of the iterations); the search directions no longer reduce the error"
+    )
+    INCOMPATIBLE = (
+        "incompatible right-hand side: the operator is singular (a fluid region touches "
+        "no air cell) and b has a component in its null space (a nonzero sum over such a "
+        "region), so A x = b has no solution; x is the least-squares solution"
+    )
 
     @property
     def info(self) -> int:
         """SciPy's ``info`` code for this status when no iteration count applies.
 
-        ``0`` for convergence and ``-1`` for a breakdown; the maximum-iterations case
-        is reported by the solvers as the iteration count, as SciPy does.
+        ``0`` for convergence and ``-1`` for a breakdown. The maximum-iterations,
+        accuracy-limit, plateau and incompatible cases are not breakdowns: the solvers
+        report them as the iteration count (``> 0``), as SciPy does for an iteration that
+        ended without convergence.
         """
         return 0 if self is Status.CONVERGED else -1
+
+    @property
+    def stalled(self) -> bool:
+        """True for the statuses that mean "ended without convergence", not a breakdown."""
+        return self in (
+            Status.MAX_ITERATIONS,
+            Status.ACCURACY_LIMIT,
+            Status.PLATEAU,
+            Status.INCOMPATIBLE,
+        )
 
     def __str__(self) -> str:
         return self.value
@@ -59,7 +86,11 @@ class SolveResult:
     rhs_norm : float
         ``||b||``, against which relative residuals are measured.
     info : dict
-        Method-specific extras (e.g. AMG levels and operator complexity).
+        Method-specific extras (e.g. AMG levels and operator complexity); also
+        ``accuracy_floor`` (the relative residual at which the true residual stopped
+        following the recursive one, see ``Status.ACCURACY_LIMIT``) and, for a singular
+        grid operator, ``singular``, ``floating_regions`` and ``null_space_component``
+        (see :func:`~physnet.solvers.solve`).
     """
 
     x: Any

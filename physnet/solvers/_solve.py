@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,8 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from physnet.solvers._result import SolveResult
-from physnet.solvers._system import Iteration, KrylovSystem, as_preconditioner, make_system
+from physnet import backend
+from physnet.solvers._result import SolveResult, Status
+from physnet.solvers._system import (
+    Iteration,
+    KrylovSystem,
+    as_preconditioner,
+    make_system,
+    research_maxiter,
+)
 from physnet.solvers.cg import cg_iterate
 from physnet.solvers.fcg import check_fcg_options, fcg_iterate
 from physnet.solvers.preconditioners import AMG, IncompleteCholesky, Jacobi
@@ -137,6 +146,7 @@ def solve(
     atol: float = 0.0,
     maxiter: int | None = None,
     callback: Callable[[Any], Any] | None = None,
+    progress: Callable[[int, float], Any] | None = None,
     **options: Any,
 ) -> SolveResult:
     """Solve ``A x = b`` with a named method and report how it went.
@@ -170,9 +180,15 @@ def solve(
         The stopping rule ``||b - A x||_2 <= max(rtol ||b||_2, atol)``, the same for
         every method, decided on the true residual.
     maxiter : int, optional
-        ``10 n`` by default.
+        ``min(10 n, max(1000, 20 sqrt(n)))`` by default
+        (:func:`~physnet.solvers._system.research_maxiter`): SciPy's ``10 n`` (kept by
+        :func:`cg` and :func:`fcg`) is millions of iterations on a ``64^3`` grid, while
+        CG needs about ``sqrt(cond(A)) <= sqrt(n)`` on a 2-D or 3-D grid operator.
     callback : callable, optional
         ``callback(xk)`` after each iteration.
+    progress : callable, optional
+        ``progress(iterations, residual_norm)`` after each iteration, with the norm of
+        the (recursively updated) residual the method already holds; for progress bars.
     **options
         Options of the method.
 
@@ -225,16 +241,32 @@ def solve(
         )
     setup = _METHODS[method]
     system = make_system(
-        "solve", A, b, x0, rtol=rtol, atol=atol, maxiter=maxiter, callback=callback
+        "solve",
+        A,
+        b,
+        x0,
+        rtol=rtol,
+        atol=atol,
+        maxiter=maxiter,
+        callback=callback,
+        default_maxiter=research_maxiter,
     )
+    if progress is not None and not callable(progress):
+        raise TypeError(f"solve: progress must be callable, got {type(progress).__name__}")
+    system.progress = progress
     _check_options(method, setup, options)
+    null_space = NullSpace.of(system.A)
 
     start = time.perf_counter()
     prepared = setup(system.A, **options)
     setup_time = time.perf_counter() - start
 
     start = time.perf_counter()
-    result = prepared.iterate(system, callback)
+    singular: dict[str, Any] = {}
+    if null_space is None:
+        result = prepared.iterate(system, callback)
+    else:
+        result, singular = null_space.solve(system, prepared, callback)
     solve_time = time.perf_counter() - start
 
     return SolveResult(
@@ -247,8 +279,101 @@ def solve(
         method=method,
         residual=float(result.residual),
         rhs_norm=float(system.rhs_norm),
-        info=dict(prepared.info),
+        info={**prepared.info, **result.info, **singular},
     )
+
+
+class NullSpace:
+    """The null space of a singular grid operator: its floating fluid regions.
+
+    Parameters
+    ----------
+    regions : numpy.ndarray of int, shape (n,)
+        For each unknown, ``1..count`` for the floating region it lies in, ``0`` if its
+        region touches air.
+    count : int
+        The number of floating regions (the null space's dimension).
+    """
+
+    def __init__(self, regions: np.ndarray, count: int) -> None:
+        self.regions = regions
+        self.count = count
+        self.sizes = np.bincount(regions, minlength=count + 1)[1:]
+
+    @classmethod
+    def of(cls, A: Any) -> NullSpace | None:
+        """The null space of ``A`` if it is a singular :class:`GridPoisson`, else None.
+
+        Fluid cells sharing a face are connected (the operator couples them with a
+        positive coefficient); a region is floating when none of its cells has an air
+        cell as a face neighbour.
+        """
+        from physnet.operators.poisson import AIR, GridPoisson
+
+        if not isinstance(A, GridPoisson):
+            return None
+        import scipy.ndimage
+
+        faces = scipy.ndimage.generate_binary_structure(A.ndim, 1)
+        labels, count = scipy.ndimage.label(A.fluid_mask, structure=faces)
+        near_air = scipy.ndimage.binary_dilation(A.flags == AIR, structure=faces)
+        grounded = np.unique(labels[near_air & A.fluid_mask])
+        floating = np.setdiff1d(np.arange(1, count + 1), grounded)
+        if floating.size == 0:
+            return None
+        renumber = np.zeros(count + 1, dtype=np.int64)
+        renumber[floating] = np.arange(1, floating.size + 1)
+        return cls(renumber[labels[A.fluid_mask]], int(floating.size))
+
+    def component(self, v: Any) -> tuple[Any, float]:
+        """``v``'s projection onto the null space (its mean on each floating region), as
+        an array like ``v``, and the projection's norm."""
+        host = backend.to_numpy(v)
+
+        def region_sums(values: np.ndarray) -> np.ndarray:
+            return np.bincount(self.regions, weights=values, minlength=self.count + 1)[1:]
+
+        sums = region_sums(host.real)
+        if np.iscomplexobj(host):
+            sums = sums + 1j * region_sums(host.imag)
+        means = np.concatenate([[0.0], sums / self.sizes])
+        norm = float(np.sqrt(np.sum(np.abs(sums) ** 2 / self.sizes)))
+        projection = means[self.regions].astype(host.dtype, copy=False)
+        return backend.as_like(projection, v), norm
+
+    def solve(
+        self, system: KrylovSystem, prepared: Method, callback: Any
+    ) -> tuple[Iteration, dict[str, Any]]:
+        """Iterate on ``b``'s range component; project ``x``; judge compatibility."""
+        null_b, null_norm = self.component(system.b)
+        x = system.x
+        if not system.x0_is_zero:
+            null_x0, _ = self.component(x)
+            x = x - null_x0
+        projected = dataclasses.replace(system, b=system.b - null_b, x=x)
+        result = prepared.iterate(projected, callback)
+        null_x, _ = self.component(result.x)
+        x = result.x - null_x
+        rounding = math.sqrt(system.b.shape[0]) * np.finfo(system.dtype).eps * system.rhs_norm
+        compatible = null_norm <= max(system.threshold, rounding)
+        relative = null_norm / system.rhs_norm if system.rhs_norm > 0 else 0.0
+        info: dict[str, Any] = {
+            "singular": (
+                f"{self.count} fluid region(s) touch no air cell, so A is singular; "
+                "x is determined up to a constant on each, and the one returned has "
+                "zero mean on each (the minimum-norm solution)"
+            ),
+            "floating_regions": self.count,
+            "null_space_component": relative,
+        }
+        status = result.status
+        if not compatible:
+            info["projected_status"] = str(result.status)
+            status = Status.INCOMPATIBLE
+        # b - A x splits into orthogonal parts: (b_range - A x) in the range, b_null.
+        residual = math.hypot(result.residual, null_norm)
+        iteration = dataclasses.replace(result, x=x, status=status, residual=residual)
+        return iteration, info
 
 
 def _preconditioned_cg(preconditioner: Callable[[Any], Any] | None, info: dict) -> Method:

@@ -9,7 +9,8 @@ The stopping rule is the same for every method:
 .. math:: \\|b - A x\\|_2 \\le \\max(\\mathrm{rtol}\\,\\|b\\|_2,\\ \\mathrm{atol}),
 
 tested with :func:`meets_tolerance` on the *true* residual (:func:`true_residual`) before
-a solver reports convergence.
+a solver reports convergence. :class:`Monitor` ends an iteration that can no longer meet
+it (the precision's accuracy floor, or a plateau) instead of letting it run to ``maxiter``.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from physnet.solvers._result import Status
 __all__ = [
     "Iteration",
     "KrylovSystem",
+    "Monitor",
     "as_preconditioner",
     "conclude",
     "device_norm",
     "info_code",
     "make_system",
     "meets_tolerance",
+    "research_maxiter",
     "to_host",
     "true_residual",
     "zero_solution",
@@ -68,6 +71,12 @@ class KrylovSystem:
     threshold : float
         ``max(rtol * ||b||_2, atol)``.
     maxiter : int
+    x0_is_mb : bool
+        True when ``x0="Mb"`` was given: the core starts from ``M b`` (see
+        :func:`start_from_mb`).
+    progress : callable or None
+        ``progress(iterations, residual_norm)``, called by the cores after each iteration
+        with host numbers they already hold (no extra synchronisation).
     """
 
     name: str
@@ -80,6 +89,8 @@ class KrylovSystem:
     rhs_norm: float
     threshold: float
     maxiter: int
+    x0_is_mb: bool = False
+    progress: Callable[[int, float], None] | None = None
 
 
 @dataclass
@@ -96,13 +107,37 @@ class Iteration:
     iterations: int
     residuals: list[float] = field(default_factory=list)
     residual: float = float("nan")
+    info: dict = field(default_factory=dict)
 
 
 def info_code(iteration: Iteration) -> int:
-    """SciPy's ``info``: 0 converged, the iteration count if ``maxiter`` ran out, -1 breakdown."""
-    if iteration.status is Status.MAX_ITERATIONS:
-        return iteration.iterations
+    """SciPy's ``info``: 0 converged, -1 breakdown, else the number of iterations done.
+
+    An iteration that ended without convergence but without a breakdown (``maxiter`` ran
+    out, the accuracy floor or a plateau was reached) reports its iteration count, at
+    least 1, as SciPy does when ``maxiter`` runs out.
+    """
+    if iteration.status.stalled:
+        return max(iteration.iterations, 1)
     return iteration.status.info
+
+
+def research_maxiter(n: int) -> int:
+    """The default ``maxiter`` of :func:`~physnet.solvers.solve`: ``min(10 n, max(1000, 20 √n))``.
+
+    SciPy's ``10 n`` is the finite-termination bound of exact arithmetic with a margin;
+    for a grid of ``64^3`` cells it is 2.6 million iterations, hours of a stalled solve.
+    CG needs about ``sqrt(cond(A))`` iterations, and a second-order operator on a grid of
+    ``N^d`` cells has ``cond ~ N^2``, so ``sqrt(cond) ~ N = n^(1/d) <= sqrt(n)`` for
+    ``d >= 2``: ``20 sqrt(n)`` leaves a factor of several over what an unpreconditioned
+    CG needs for ``rtol = 1e-10`` on a 2-D grid.
+
+    Examples
+    --------
+    >>> research_maxiter(50), research_maxiter(64**3), research_maxiter(128**2)
+    (500, 10240, 2560)
+    """
+    return int(min(10 * n, max(1000, 20 * math.ceil(math.sqrt(n)))))
 
 
 def meets_tolerance(residual_norm: float, threshold: float) -> bool:
@@ -161,6 +196,12 @@ def _as_vector(name: str, argument: str, x: Any, n: int) -> Any:
 
 
 def _check_tolerance(name: str, argument: str, value: Any) -> float:
+    if value is None or (isinstance(value, str) and value == "legacy"):
+        # SciPy removed atol=None and atol="legacy" in 1.14 and raises ValueError for them.
+        raise ValueError(
+            f"{name}: {argument}={value!r} is not supported (SciPy removed it); "
+            f"expected a non-negative number, e.g. {argument}=0.0"
+        )
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: {argument} must be a real number, got {value!r}")
     value = float(value)
@@ -179,6 +220,8 @@ def make_system(
     atol: Any = 0.0,
     maxiter: Any = None,
     callback: Any = None,
+    default_maxiter: Callable[[int], int] | None = None,
+    allow_mb: bool = False,
 ) -> KrylovSystem:
     """Validate a linear system at the boundary of the public function ``name``.
 
@@ -190,14 +233,21 @@ def make_system(
         Anything :func:`physnet.operators.aslinearoperator` accepts; must be square.
     b : array, shape (n,) or (n, 1)
         NumPy array (or array-like), torch tensor or CuPy array.
-    x0 : array, optional
-        Initial guess, same shape rules and the same array kind and device as ``b``.
+    x0 : array or "Mb", optional
+        Initial guess, same shape rules and the same array kind and device as ``b``;
+        with ``allow_mb``, the string ``"Mb"`` (SciPy's "start from ``M @ b``"), which
+        the core resolves with :func:`start_from_mb` once it knows ``M``.
     rtol, atol : float
-        Non-negative tolerances of the stopping rule.
+        Non-negative tolerances of the stopping rule (``atol=None`` and
+        ``atol="legacy"``, removed from SciPy, raise ValueError as there).
     maxiter : int, optional
-        Positive; ``10 n`` by default, as in SciPy.
+        Positive; ``default_maxiter(n)`` by default, else ``10 n`` as in SciPy.
     callback : callable, optional
         Only checked to be callable.
+    default_maxiter : callable, optional
+        ``n -> maxiter`` when ``maxiter`` is None (e.g. :func:`research_maxiter`).
+    allow_mb : bool, default False
+        Accept ``x0="Mb"``.
 
     Returns
     -------
@@ -227,6 +277,12 @@ def make_system(
         raise ValueError(f"{name}: A has shape ({m}, {n}), expected a square operator (n, n)")
 
     b = _as_vector(name, "b", b, n)
+    x0_is_mb = isinstance(x0, str)
+    if x0_is_mb:
+        if not allow_mb or x0 != "Mb":
+            expected = "an array or the string 'Mb'" if allow_mb else "an array"
+            raise ValueError(f"{name}: x0={x0!r} is not supported; expected {expected}")
+        x0 = None
     if x0 is not None:
         x0 = _as_vector(name, "x0", x0, n)
     try:
@@ -256,7 +312,7 @@ def make_system(
     rtol = _check_tolerance(name, "rtol", rtol)
     atol = _check_tolerance(name, "atol", atol)
     if maxiter is None:
-        maxiter = 10 * n
+        maxiter = 10 * n if default_maxiter is None else default_maxiter(n)
     elif isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral):
         raise TypeError(f"{name}: maxiter must be an integer, got {maxiter!r}")
     elif maxiter < 1:
@@ -276,7 +332,19 @@ def make_system(
         rhs_norm=rhs_norm,
         threshold=max(rtol * rhs_norm, atol),
         maxiter=int(maxiter),
+        x0_is_mb=x0_is_mb,
     )
+
+
+def start_from_mb(system: KrylovSystem, preconditioner: Callable[[Any], Any] | None) -> None:
+    """Resolve ``x0="Mb"``: the initial guess becomes ``M b`` (``b`` without ``M``), as in SciPy."""
+    if not system.x0_is_mb:
+        return
+    be = system.backend
+    start = system.b if preconditioner is None else preconditioner(system.b)
+    system.x = be.copy(be.asarray(start, dtype=system.dtype).reshape(-1))
+    system.x0_is_zero = False
+    system.x0_is_mb = False
 
 
 def as_preconditioner(
@@ -349,6 +417,7 @@ def conclude(
     iterations: int,
     residuals: list[float],
     residual: float | None = None,
+    info: dict | None = None,
 ) -> Iteration:
     """Decide the exit status on the true residual and package an :class:`Iteration`.
 
@@ -363,5 +432,105 @@ def conclude(
     elif status is Status.CONVERGED:
         status = Status.MAX_ITERATIONS
     return Iteration(
-        x=x, status=status, iterations=iterations, residuals=residuals, residual=residual
+        x=x,
+        status=status,
+        iterations=iterations,
+        residuals=residuals,
+        residual=residual,
+        info=dict(info or {}),
     )
+
+
+class Monitor:
+    """Ends an iteration that can no longer meet the stopping rule; reports progress.
+
+    The Krylov cores call :meth:`true_residual` whenever they compute ``||b - A x||``
+    where they held the recursively updated residual (a convergence check, a refresh),
+    and :meth:`iteration` after every iteration. Neither rule fires on an iteration that
+    converges in exact arithmetic, so a healthy solve is never cut short.
+
+    Parameters
+    ----------
+    system : KrylovSystem
+    initial_residual : float
+        ``||r_0||``.
+    plateau : bool, default False
+        Apply the plateau rule too (for nonlinear preconditioners, which carry no
+        convergence guarantee; CG with a fixed preconditioner converges in exact
+        arithmetic, and its residual norm may rise for many iterations before it falls).
+
+    Notes
+    -----
+    **Accuracy floor** (status ``ACCURACY_LIMIT``). The recursion
+    ``r_{k+1} = r_k - alpha_k A p_k`` is exact up to rounding, so where the true residual
+    disagrees with it, the difference is the rounding error accumulated in ``x``: about
+    ``eps ||A|| ||x||`` times a modest factor, about ``1e-4 ||b||`` for a float32 Poisson
+    grid of ``64^3`` cells. The recursive residual keeps falling past that floor, the
+    true one cannot. A *drift event* is a true residual that fails the rule at a
+    convergence check (the recursion had met it), or that exceeds
+    ``drift_factor = 2`` times the recursive one at a refresh. After ``patience = 3``
+    drift events in a row whose true residual did not halve, the iteration stops and
+    returns the iterate with the smallest true residual seen at them; the relative
+    residual reached is ``info["accuracy_floor"]``.
+
+    **Plateau** (status ``PLATEAU``, only with ``plateau=True``). With ``best(k)`` the
+    smallest residual norm of the first ``k`` iterations, the iteration stops at
+    ``k >= plateau_start = 200`` if ``best(k) > 0.9 best(k // 2)``: the second half of
+    the iterations did not improve on the first by 10%.
+    """
+
+    drift_factor = 2.0
+    patience = 3
+    plateau_start = 200
+    plateau_improvement = 0.9
+
+    def __init__(self, system: KrylovSystem, initial_residual: float, *, plateau: bool = False):
+        self.system = system
+        self.plateau = plateau
+        self._anchor = math.inf  # the true residual that opened the current streak
+        self._streak = 0
+        self._best_true = math.inf
+        self._best_x: Any = None
+        self._prefix_min = [initial_residual]
+
+    def true_residual(
+        self, x: Any, true_norm: float, recursive_norm: float, *, check: bool
+    ) -> Status | None:
+        """Record a true residual; ``ACCURACY_LIMIT`` if the floor is reached."""
+        if not (check or true_norm > self.drift_factor * recursive_norm):
+            return None
+        if true_norm < self._best_true:
+            self._best_true = true_norm
+            self._best_x = self.system.backend.copy(x)
+        if true_norm < 0.5 * self._anchor:
+            self._anchor, self._streak = true_norm, 1
+        else:
+            self._streak += 1
+        return Status.ACCURACY_LIMIT if self._streak >= self.patience else None
+
+    def iteration(self, iterations: int, residual_norm: float) -> Status | None:
+        """Record iteration ``iterations``'s residual norm; ``PLATEAU`` if enabled and met."""
+        if self.system.progress is not None:
+            self.system.progress(iterations, residual_norm)
+        if not self.plateau:
+            return None
+        best = min(self._prefix_min[-1], residual_norm)
+        self._prefix_min.append(best)
+        if (
+            iterations >= self.plateau_start
+            and best > self.plateau_improvement * self._prefix_min[iterations // 2]
+        ):
+            return Status.PLATEAU
+        return None
+
+    def solution(self, x: Any, status: Status) -> Any:
+        """The iterate to return: the best one seen at a drift event after ``ACCURACY_LIMIT``."""
+        if status is Status.ACCURACY_LIMIT and self._best_x is not None:
+            return self._best_x
+        return x
+
+    def info(self) -> dict:
+        """``{"accuracy_floor": ||b - A x|| / ||b||}`` at the best drift event, if any."""
+        if math.isinf(self._best_true) or self.system.rhs_norm == 0:
+            return {}
+        return {"accuracy_floor": self._best_true / self.system.rhs_norm}

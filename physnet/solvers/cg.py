@@ -17,12 +17,14 @@ from physnet.solvers._result import Status
 from physnet.solvers._system import (
     Iteration,
     KrylovSystem,
+    Monitor,
     as_preconditioner,
     conclude,
     device_norm,
     info_code,
     make_system,
     meets_tolerance,
+    start_from_mb,
     to_host,
     true_residual,
     zero_solution,
@@ -48,12 +50,14 @@ def cg(A, b, x0=None, *, rtol=1e-5, atol=0.0, maxiter=None, M=None, callback=Non
         Hermitian positive definite.
     b : array, shape (n,) or (n, 1)
         Right-hand side: NumPy array, torch tensor or CuPy array.
-    x0 : array, optional
-        Initial guess (zeros by default); never modified.
+    x0 : array or "Mb", optional
+        Initial guess (zeros by default); never modified. ``"Mb"`` starts from ``M @ b``
+        (``b`` without ``M``), as in SciPy.
     rtol, atol : float, default 1e-5 and 0.0
         Stopping rule ``||b - A x||_2 <= max(rtol * ||b||_2, atol)``.
     maxiter : int, optional
-        Maximum number of iterations; ``10 n`` by default.
+        Maximum number of iterations; ``10 n`` by default, as in SciPy (the research API
+        :func:`~physnet.solvers.solve` has a smaller default).
     M : operator, optional
         Preconditioner approximating ``A^{-1}``, Hermitian positive definite (e.g.
         :class:`~physnet.solvers.Jacobi`, :class:`~physnet.solvers.AMG`,
@@ -66,14 +70,16 @@ def cg(A, b, x0=None, *, rtol=1e-5, atol=0.0, maxiter=None, M=None, callback=Non
     x : array, shape (n,)
         The approximate solution, of the kind and device of ``b``.
     info : int
-        ``0`` converged; ``> 0`` the number of iterations done without convergence;
+        ``0`` converged; ``> 0`` the number of iterations done without convergence
+        (``maxiter`` ran out, or the residual reached the accuracy floor of the dtype);
         ``< 0`` breakdown (``-1``: ``A`` or ``M`` not positive definite, or NaN/Inf
         appeared). :func:`~physnet.solvers.solve` reports which, as a :class:`Status`.
 
     Raises
     ------
     ValueError
-        Shapes that do not match, NaN or Inf in ``b`` or ``x0``, negative tolerances.
+        Shapes that do not match, NaN or Inf in ``b`` or ``x0``, negative tolerances,
+        ``atol=None`` or ``atol="legacy"`` (removed from SciPy, which raises the same).
     TypeError
         Non-numeric or boolean ``b`` or ``x0``, arrays of mixed kinds, options passed
         positionally.
@@ -95,16 +101,20 @@ def cg(A, b, x0=None, *, rtol=1e-5, atol=0.0, maxiter=None, M=None, callback=Non
         r_{k+1} = r_k - \\alpha_k A p_k,
 
     in SciPy's order of operations, with SciPy's test of the recursive residual at the
-    top of each iteration. Two differences, both on the side of safety:
+    top of each iteration. Three differences, all on the side of safety:
 
     - convergence is only reported on the *true* residual: when the recursive residual
       meets the rule, ``||b - A x||`` is computed (one more product with ``A``); if it
-      fails, the iteration continues from the true residual. The test is ``<=``
+      fails, CG restarts from the true residual. The test is ``<=``
       (SciPy's is ``<``), and after the last iteration it is applied too, so a solve
       that converges on its last allowed iteration reports ``info = 0``, not ``maxiter``;
     - a breakdown stops the iteration with the last valid iterate: ``p^H A p <= 0``
       (``A`` is not positive definite), ``r^H M r <= 0`` (``M`` is not), or NaN/Inf.
-      SciPy would divide on and return a meaningless ``x``.
+      SciPy would divide on and return a meaningless ``x``;
+    - a tolerance below what the dtype can reach (float32 with ``rtol=1e-6`` on a large
+      grid) stops after three failed convergence checks whose true residual did not
+      halve, with the best iterate seen and ``info > 0``, instead of running to
+      ``maxiter`` (see :class:`~physnet.solvers._system.Monitor`).
 
     Scalars stay on the device; the host reads them once per iteration, together with
     the residual norm.
@@ -128,7 +138,9 @@ def cg(A, b, x0=None, *, rtol=1e-5, atol=0.0, maxiter=None, M=None, callback=Non
     >>> info, bool(np.linalg.norm(b - A @ x) <= 1e-10 * np.linalg.norm(b))
     (0, True)
     """
-    system = make_system("cg", A, b, x0, rtol=rtol, atol=atol, maxiter=maxiter, callback=callback)
+    system = make_system(
+        "cg", A, b, x0, rtol=rtol, atol=atol, maxiter=maxiter, callback=callback, allow_mb=True
+    )
     preconditioner = as_preconditioner("cg", M, system.A.shape)
     result = cg_iterate(system, preconditioner, callback)
     return result.x, info_code(result)
@@ -143,6 +155,7 @@ def cg_iterate(
     """The CG iteration on a validated system: the core of :func:`cg` and ``solve``."""
     if system.rhs_norm == 0:
         return zero_solution(system)
+    start_from_mb(system, preconditioner)
     be, A, x = system.backend, system.A, system.x
     dot = dot_function(be, system.dtype)
     work = None if be.kind == "torch" else be.empty(x.shape, system.dtype)
@@ -151,15 +164,25 @@ def cg_iterate(
     residual_norm = be.norm(r)
     residuals = [residual_norm]
     status, iterations = Status.MAX_ITERATIONS, 0
+    monitor = Monitor(system, residual_norm)
     p = rho_previous = None
     for _ in range(system.maxiter):
         if meets_tolerance(residual_norm, system.threshold):
             true_r, true_norm = true_residual(system, x)
             if meets_tolerance(true_norm, system.threshold):
-                return conclude(system, x, Status.CONVERGED, iterations, residuals, true_norm)
-            # The recursion drifted: restart the recurrence from the true residual.
+                return conclude(
+                    system, x, Status.CONVERGED, iterations, residuals, true_norm, monitor.info()
+                )
+            # The recursion drifted: restart CG from the true residual. The old direction
+            # is dropped: continuing it from a residual it is not conjugate to made
+            # float32 AMG-PCG diverge after such a restart.
+            stop = monitor.true_residual(x, true_norm, residual_norm, check=True)
             r, residual_norm = true_r, true_norm
             residuals[-1] = true_norm
+            p = None
+            if stop is not None:
+                status = stop
+                break
 
         z = r if preconditioner is None else preconditioner(r)
         rho = dot(r, z)
@@ -189,4 +212,10 @@ def cg_iterate(
         residuals.append(residual_norm)
         if callback is not None:
             callback(x)
-    return conclude(system, x, status, iterations, residuals)
+        stop = monitor.iteration(iterations, residual_norm)
+        if stop is not None:
+            status = stop
+            break
+    return conclude(
+        system, monitor.solution(x, status), status, iterations, residuals, info=monitor.info()
+    )

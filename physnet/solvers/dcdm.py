@@ -27,7 +27,7 @@ from physnet.solvers.fcg import check_fcg_options, fcg_iterate
 
 __all__ = ["PRETRAINED_MODELS", "dcdm"]
 
-PRETRAINED_MODELS = {2: "dcdm-poisson2d", 3: "dcdm-poisson3d"}
+PRETRAINED_MODELS = {2: "dcdm-galerkin2d", 3: "dcdm-galerkin3d"}
 """The shipped network ``model=None`` stands for, by the grid's number of dimensions."""
 
 
@@ -214,8 +214,10 @@ class NetworkDirections:
         self.description = description
         self.owned = owned
         self.device = device
-        self.uses_flags = _uses_flags(model)
+        self.multigrid = callable(getattr(model, "multigrid_options", None))
+        self.uses_flags = False if self.multigrid else _uses_flags(model)
         self.prepared = _has_prepare(model)
+        self._prepared: tuple[Any, Any] | None = None
 
     @classmethod
     def resolve(cls, name: str, model: Any, ndim: int, device: Any) -> NetworkDirections:
@@ -275,8 +277,29 @@ class NetworkDirections:
             raise TypeError(
                 f"{system.name}: DCDM solves real systems; the system has dtype {system.dtype}"
             )
+        if self.multigrid:
+            preconditioner = self.prepare(operator)
+            return fcg_iterate(system, preconditioner, m=m, refresh=refresh, callback=callback)
         with self.directions(system, operator) as preconditioner:
             return fcg_iterate(system, preconditioner, m=m, refresh=refresh, callback=callback)
+
+    def prepare(self, operator: GridPoisson) -> Any:
+        """The per-geometry work of a multigrid network, done once per operator (setup).
+
+        For a network with ``multigrid_options()`` (such as ``dcdm-galerkin``) this is
+        the :class:`~physnet.solvers.AggregationMultigrid` hierarchy with the network's
+        smoother; it is kept for the operator, so a later :meth:`iterate` on it reuses it.
+        Other networks prepare per solve, on the device of the right-hand side.
+        """
+        if not self.multigrid:
+            return None
+        if self._prepared is not None and self._prepared[0] is operator:
+            return self._prepared[1]
+        from physnet.solvers.multigrid import AggregationMultigrid
+
+        preconditioner = AggregationMultigrid(operator, **self.model.multigrid_options())
+        self._prepared = (operator, preconditioner)
+        return preconditioner
 
     @contextlib.contextmanager
     def directions(self, system: KrylovSystem, operator: GridPoisson) -> Iterator[Any]:
@@ -449,7 +472,13 @@ def _setup_dcdm(A, *, model=None, m=2, refresh=50, device=None) -> Method:
     m, refresh = check_fcg_options("solve", m, refresh)
     network = NetworkDirections.resolve("solve", model, operator.ndim, device)
 
+    info: dict[str, Any] = {"model": network.description, "m": m, "refresh": refresh}
+    hierarchy = network.prepare(operator)  # the per-geometry work counts as setup
+    if hierarchy is not None:
+        info["levels"] = hierarchy.level_sizes
+        info["operator_complexity"] = round(hierarchy.operator_complexity, 3)
+
     def iterate(system: KrylovSystem, callback) -> Iteration:
         return network.iterate(system, operator, m=m, refresh=refresh, callback=callback)
 
-    return Method(iterate, {"model": network.description, "m": m, "refresh": refresh})
+    return Method(iterate, info)

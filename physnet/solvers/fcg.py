@@ -19,12 +19,14 @@ from physnet.solvers._result import Status
 from physnet.solvers._system import (
     Iteration,
     KrylovSystem,
+    Monitor,
     as_preconditioner,
     conclude,
     device_norm,
     info_code,
     make_system,
     meets_tolerance,
+    start_from_mb,
     to_host,
     true_residual,
     zero_solution,
@@ -51,8 +53,8 @@ def fcg(
         Hermitian positive definite; anything :func:`~physnet.solvers.cg` accepts.
     b : array, shape (n,) or (n, 1)
         NumPy array, torch tensor or CuPy array.
-    x0 : array, optional
-        Initial guess (zeros by default); never modified.
+    x0 : array or "Mb", optional
+        Initial guess (zeros by default); never modified. ``"Mb"`` starts from ``M(b)``.
     rtol, atol : float, default 1e-5 and 0.0
         Stopping rule ``||b - A x||_2 <= max(rtol * ||b||_2, atol)``, on the true residual.
     maxiter : int, optional
@@ -76,7 +78,8 @@ def fcg(
     x : array, shape (n,)
         The approximate solution, of the kind and device of ``b``.
     info : int
-        ``0`` converged, ``> 0`` iterations done without convergence, ``< 0`` breakdown.
+        ``0`` converged, ``> 0`` iterations done without convergence (``maxiter`` ran
+        out, the accuracy floor of the dtype or a plateau was reached), ``< 0`` breakdown.
 
     Raises
     ------
@@ -108,6 +111,14 @@ def fcg(
     vanishes (``M`` returned something in the span of the stored directions, or zero)
     with ``Status.STAGNATION``, NaN/Inf with ``Status.NON_FINITE``; ``info`` is ``-1``.
 
+    The iteration also ends, with ``info > 0``, when it can no longer meet the rule
+    (:class:`~physnet.solvers._system.Monitor`): at the accuracy floor of the dtype
+    (``Status.ACCURACY_LIMIT``: the true residual, read at the refreshes and convergence
+    checks, no longer follows the recursive one) and, for a preconditioner that is a
+    callable rather than a linear operator, at a plateau (``Status.PLATEAU``: the best
+    residual of the last half of at least 200 iterations is not 10% below the best of
+    the first half).
+
     References
     ----------
     .. [1] Y. Notay, "Flexible conjugate gradients", SIAM J. Sci. Comput. 22(4),
@@ -137,7 +148,9 @@ def fcg(
     >>> info, bool(np.linalg.norm(b - A @ x) <= 1e-8 * np.linalg.norm(b))
     (0, True)
     """
-    system = make_system("fcg", A, b, x0, rtol=rtol, atol=atol, maxiter=maxiter, callback=callback)
+    system = make_system(
+        "fcg", A, b, x0, rtol=rtol, atol=atol, maxiter=maxiter, callback=callback, allow_mb=True
+    )
     preconditioner = as_preconditioner("fcg", M, system.A.shape, allow_callable=True)
     m, refresh = check_fcg_options("fcg", m, refresh)
     result = fcg_iterate(system, preconditioner, m=m, refresh=refresh, callback=callback)
@@ -177,10 +190,19 @@ def fcg_iterate(
     m: int = 2,
     refresh: int = 50,
     callback: Callable[[Any], Any] | None = None,
+    plateau: bool | None = None,
 ) -> Iteration:
-    """The FCG(m) iteration on a validated system: the core of :func:`fcg` and ``solve``."""
+    """The FCG(m) iteration on a validated system: the core of :func:`fcg` and ``solve``.
+
+    ``plateau`` enables the plateau rule of :class:`~physnet.solvers._system.Monitor`;
+    by default it is on for a preconditioner that is not a linear operator's apply
+    (a nonlinear or variable one, such as DCDM's network).
+    """
     if system.rhs_norm == 0:
         return zero_solution(system)
+    start_from_mb(system, preconditioner)
+    if plateau is None:
+        plateau = preconditioner is not None and not _is_linear(preconditioner)
     be, A, x = system.backend, system.A, system.x
     dot = dot_function(be, system.dtype)
     work = None if be.kind == "torch" else be.empty(x.shape, system.dtype)
@@ -189,15 +211,22 @@ def fcg_iterate(
     residual_norm = be.norm(r)
     residuals = [residual_norm]
     status, iterations = Status.MAX_ITERATIONS, 0
+    monitor = Monitor(system, residual_norm, plateau=plateau)
     directions: deque[tuple[Any, Any, Any]] = deque()  # (p_j, A p_j, p_j^H A p_j), oldest first
     spare = None
     for _ in range(system.maxiter):
         if meets_tolerance(residual_norm, system.threshold):
             true_r, true_norm = true_residual(system, x)
             if meets_tolerance(true_norm, system.threshold):
-                return conclude(system, x, Status.CONVERGED, iterations, residuals, true_norm)
+                return conclude(
+                    system, x, Status.CONVERGED, iterations, residuals, true_norm, monitor.info()
+                )
+            stop = monitor.true_residual(x, true_norm, residual_norm, check=True)
             r, residual_norm = true_r, true_norm
             residuals[-1] = true_norm
+            if stop is not None:
+                status = stop
+                break
 
         z = r if preconditioner is None else preconditioner(r)
         _check_direction(system.name, z, r)
@@ -219,7 +248,9 @@ def fcg_iterate(
         if valid is not False:
             add_scaled(be, x, alpha, p, work)
             add_scaled(be, r, alpha, q, work, subtract=True)
+        recursive_norm = None
         if refresh and (iterations + 1) % refresh == 0:
+            recursive_norm = be.norm(r)
             r = system.b - A.matvec(x)
 
         residual_norm, curvature_host = to_host(be, device_norm(be, r), curvature)
@@ -241,4 +272,23 @@ def fcg_iterate(
         residuals.append(residual_norm)
         if callback is not None:
             callback(x)
-    return conclude(system, x, status, iterations, residuals)
+        stop = None
+        if recursive_norm is not None:
+            stop = monitor.true_residual(x, residual_norm, recursive_norm, check=False)
+        stop = stop or monitor.iteration(iterations, residual_norm)
+        if stop is not None:
+            status = stop
+            break
+    return conclude(
+        system, monitor.solution(x, status), status, iterations, residuals, info=monitor.info()
+    )
+
+
+def _is_linear(preconditioner: Callable[[Any], Any]) -> bool:
+    """Whether ``preconditioner`` is the apply of a linear operator (see ``as_preconditioner``)."""
+    import scipy.sparse.linalg
+
+    from physnet.operators.base import LinearOperator
+
+    owner = getattr(preconditioner, "__self__", None)
+    return isinstance(owner, (LinearOperator, scipy.sparse.linalg.LinearOperator))

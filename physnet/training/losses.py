@@ -28,6 +28,7 @@ from types import MappingProxyType
 import torch
 
 from physnet.training.dcdm_loss import dcdm_energy_loss, dcdm_loss, dcdm_unrolled_loss
+from physnet.training.multigrid_loss import multigrid_es_loss
 
 __all__ = [
     "LOSSES",
@@ -305,6 +306,7 @@ LOSSES: MappingProxyType[str, Callable[..., torch.Tensor]] = MappingProxyType(
         "dcdm": dcdm_loss,
         "dcdm_energy": dcdm_energy_loss,
         "dcdm_unrolled": dcdm_unrolled_loss,
+        "multigrid_es": multigrid_es_loss,
     }
 )
 """The losses by the names training configs use (read-only)."""

@@ -432,7 +432,8 @@ class Trainer:
         if state_path is not None and state_path.exists() and not resume:
             raise ValueError(
                 f"Trainer.fit: {out_dir} already holds a training run ({STATE}); pass "
-                "resume=True to continue it, or choose another out_dir"
+                "resume=True (physnet train --resume) to continue it, or choose another "
+                "out_dir (--out)"
             )
         if out_dir is not None and context.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -765,7 +766,7 @@ def _advice(out_dir: Path | None, history: History) -> str:
     else:
         kept = (
             f"the checkpoints of epoch {history.records[-1]['epoch']} in {out_dir} are kept "
-            "(continue with resume=True)"
+            "(continue with resume=True, or physnet train --resume)"
         )
     return f"{kept}. Lower the learning rate, set clip_grad_norm, or check the data for NaN/Inf."
 

@@ -282,6 +282,27 @@ def test_lanczos_ritz_full_run_gives_the_spectrum():
     np.testing.assert_allclose(vectors.T @ vectors, np.eye(values.size), atol=1e-10)
 
 
+def test_lanczos_ritz_long_run_stays_orthogonal(monkeypatch):
+    # Many steps past convergence of the extremal Ritz values (where plain Lanczos loses
+    # orthogonality and repeats eigenvalues), the Ritz product in several column blocks,
+    # and the progress bar: one Gram-Schmidt pass (plus DGKS) keeps the basis orthonormal.
+    import physnet.datasets._dcdm_data as dcdm_data
+
+    monkeypatch.setattr(dcdm_data, "_RITZ_BLOCK_BYTES", 8 * 300 * 37)  # 37-column blocks
+    A = GridPoisson(make_scene("empty", 24, ndim=2).flags).to_csr()  # 552 unknowns
+    start = A @ np.random.default_rng(1).standard_normal(A.shape[0])
+    values, vectors = lanczos_ritz(A, 300, start, progress=True)
+    assert vectors.shape == (A.shape[0], values.size) and values.size == 300
+    np.testing.assert_allclose(vectors.T @ vectors, np.eye(values.size), atol=1e-11)
+    exact = np.linalg.eigvalsh(A.toarray())
+    np.testing.assert_allclose(values[:6], exact[:6], rtol=1e-9)
+    np.testing.assert_allclose(values[-6:], exact[-6:], rtol=1e-9)
+    # No spurious copies ("ghosts") of the converged extremal eigenvalues.
+    assert np.count_nonzero(np.abs(values - exact[-1]) < 1e-8 * exact[-1]) == 1
+    residuals = np.linalg.norm(A @ vectors[:, :3] - vectors[:, :3] * values[:3], axis=0)
+    assert residuals.max() < 1e-8
+
+
 def test_ritz_basis_is_cached_and_read_only():
     first = _ritz_basis(10, 2, 60, 0)
     assert _ritz_basis(10, 2, 60, 0) is first

@@ -305,6 +305,43 @@ def test_killed_generation_resumes_to_identical_bytes(tmp_path):
     assert sha256(out) == sha256(tmp_path / "whole.h5")
 
 
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_interrupted_pool_shuts_down_cleanly(tmp_path, signum):
+    # A killed multi-worker generation stops its pool: one line, no worker tracebacks, no
+    # "leaked semaphore objects" from the resource tracker, and a resumable partial file.
+    # Ctrl-C reaches the whole process group (the workers too); SIGTERM the parent only.
+    out = tmp_path / "fields.h5"
+    command = [sys.executable, "-m", "physnet.cli", "generate", "gaussian-fields"]
+    command += ["--out", str(out), "--samples", "200000", "--workers", "2", "--no-progress"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    written = 0
+    try:
+        while written == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            assert process.poll() is None, "the generation ended before it was interrupted"
+            if partial_path(out).exists():
+                try:
+                    with h5py.File(partial_path(out), "r", locking=False) as file:
+                        written = int(file["_written"][...].sum())
+                except (OSError, KeyError):  # created, marks not written yet
+                    written = 0
+        if signum == signal.SIGINT:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "physnet generate: interrupted"
+    assert partial_path(out).exists() and not out.exists()
+
+
 # --- built-in generators ------------------------------------------------------------------
 
 

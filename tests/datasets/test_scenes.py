@@ -18,7 +18,7 @@ SCENES = available_scenes()
 
 
 def test_available_scenes():
-    assert SCENES == ("empty", "sphere", "box", "boxes", "torus", "blob")
+    assert SCENES == ("empty", "sphere", "box", "boxes", "torus", "blob", "two-phase", "thin-walls")
 
 
 @pytest.mark.parametrize("ndim, size", [(2, 32), (3, 16)])
@@ -31,7 +31,7 @@ def test_scene_fields(name, ndim, size):
     assert scene.flags.dtype == np.int8
     assert scene.rhs.dtype == np.float64
     assert set(np.unique(scene.flags)) <= {FLUID, SOLID, AIR}
-    assert (SOLID in scene.flags) == (name != "empty")
+    assert (SOLID in scene.flags) == (name not in ("empty", "two-phase"))
     assert not scene.flags.flags.writeable
     assert not scene.rhs.flags.writeable
     json.dumps(scene.config)  # provenance is plain JSON
@@ -238,3 +238,31 @@ def test_rhs_velocity_field_shared_across_obstacles():
     far[:, :6] = True
     ratio = sphere.rhs[far] / empty.rhs[far]
     np.testing.assert_allclose(ratio, ratio[0], rtol=1e-10)
+
+
+def test_two_phase_scene_is_a_density_ratio_1000_system():
+    scene = make_scene("two-phase", 32, ndim=3)
+    assert scene.coefficients is not None and not scene.coefficients.flags.writeable
+    np.testing.assert_array_equal(np.unique(scene.coefficients), [1e-3, 1.0])
+    liquid = scene.coefficients == 1e-3
+    assert liquid[..., :6].all() and not liquid[..., -4:].any()  # a pool below, gas above
+    assert liquid[..., 16:24].any()  # the drop and the ring above the pool
+    A = scene.operator()
+    reference = GridPoisson(scene.flags, coefficients=scene.coefficients).to_csr()
+    assert abs(A.to_csr() - reference).max() == 0.0
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_thin_walls_scene_keeps_its_baffle_hole_and_cylinder(size):
+    scene = make_scene("thin-walls", size, ndim=3)
+    flags = scene.flags
+    baffle = int(0.7 * size)
+    hole = size // 8
+    assert np.count_nonzero(flags[..., baffle] == FLUID) == hole * hole
+    # Below the baffle the fluid reaches the air only through the hole: one region.
+    labels, count = scipy.ndimage.label(flags == FLUID)
+    assert count == 1
+    # The cylinder wall is one cell thick: no solid cell has a solid neighbour in the
+    # radial direction on the mid-height plane of the cylinder.
+    plane = flags[:, :, int(0.3 * size)] == SOLID
+    assert plane.any() and scene.coefficients is None

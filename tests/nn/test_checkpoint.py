@@ -58,8 +58,12 @@ def saved(tmp_path, model):
 
 
 def _rewrite(source, target, *, metadata=None, tensors=None):
-    """Write a copy of checkpoint ``source`` with metadata entries or tensors replaced."""
+    """Write a copy of checkpoint ``source`` with metadata entries or tensors replaced.
+
+    The copy has no data checksum, like a checkpoint of an older physnet.
+    """
     header = read_metadata(source)
+    header.pop("physnet_data_sha256")
     header["config"] = json.dumps(header["config"])
     header.update(metadata or {})
     weights = safetensors.torch.load_file(source)
@@ -129,7 +133,10 @@ def test_load_to_device_and_string_path(saved):
 def test_metadata_contents(tmp_path, model):
     path = tmp_path / "m.safetensors"
     save(model, path, metadata={"epoch": "12", "dataset": "darcy-64"})
-    assert read_metadata(path) == {
+    metadata = read_metadata(path)
+    checksum = metadata.pop("physnet_data_sha256")
+    assert len(checksum) == 64 and set(checksum) <= set("0123456789abcdef")
+    assert metadata == {
         "physnet_model": "conv-net",
         "config": model.config,
         "physnet_version": physnet.__version__,
@@ -174,7 +181,7 @@ def test_failed_save_leaves_previous_file(tmp_path, model, saved, monkeypatch):
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(safetensors.torch, "save_file", fail)
+    monkeypatch.setattr(safetensors.torch, "save", fail)
     with pytest.raises(KeyboardInterrupt):
         save(model, saved)
     assert saved.read_bytes() == before
@@ -233,6 +240,28 @@ def test_config_unknown_to_constructor(tmp_path, saved):
 
 
 # -- corrupt files -----------------------------------------------------------------------
+
+
+def test_a_flipped_byte_in_the_weights_is_refused(tmp_path, saved):
+    data = bytearray(saved.read_bytes())
+    data[-3] ^= 0x10  # inside the last tensor's data
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(FileFormatError, match="corrupt checkpoint: the SHA-256") as info:
+        load(damaged)
+    assert str(damaged) in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_checkpoints_without_a_checksum_still_load(tmp_path, saved):
+    older = _rewrite(saved, tmp_path / "older.safetensors")
+    assert "physnet_data_sha256" not in read_metadata(older)
+    assert load(older).config == load(saved).config
+
+
+def test_the_checksum_name_is_reserved(tmp_path, model):
+    with pytest.raises(ValueError, match="'physnet_data_sha256' is reserved"):
+        save(model, tmp_path / "m.safetensors", metadata={"physnet_data_sha256": "0"})
 
 
 @pytest.mark.parametrize("keep", [0, 5, 8, 40, -1], ids=["empty", "5B", "8B", "40B", "last-1B"])

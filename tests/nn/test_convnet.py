@@ -48,11 +48,39 @@ def test_input_shape_is_checked(shape, match):
         ({"kernel_size": 4}, "kernel_size must be a positive odd integer"),
         ({"activation": "swish"}, r"activation 'swish' is unknown; expected one of 'gelu'"),
         ({"padding_mode": "wrap"}, r"padding_mode 'wrap' is unknown; expected one of 'zeros'"),
+        ({"input_scale": 0.0}, r"ConvNet: input_scale=0.0, expected positive values"),
+        ({"output_scale": [1.0, 2.0]}, r"ConvNet: output_scale=\[1.0, 2.0\], expected a number"),
     ],
 )
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ConvNet(**kwargs)
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_normalisation_wraps_the_network(ndim):
+    # (x - shift) / scale goes in, the output is multiplied by output_scale: the scaled
+    # network equals the plain one on normalised input, times the output scale.
+    torch.manual_seed(0)
+    plain = ConvNet(in_channels=2, out_channels=3, hidden_channels=4, n_layers=1, ndim=ndim)
+    scaled = ConvNet(
+        in_channels=2,
+        out_channels=3,
+        hidden_channels=4,
+        n_layers=1,
+        ndim=ndim,
+        input_shift=[1.0, -2.0],
+        input_scale=4.0,
+        output_scale=[1e-3, 1.0, 10.0],
+    )
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 2, *([6] * ndim))
+    shift = torch.tensor([1.0, -2.0]).reshape(1, 2, *([1] * ndim))
+    expected = plain((x - shift) / 4.0) * torch.tensor([1e-3, 1.0, 10.0]).reshape(
+        1, 3, *([1] * ndim)
+    )
+    torch.testing.assert_close(scaled(x), expected)
+    assert "output_scale" not in scaled.state_dict()
 
 
 def test_gradient_reaches_every_parameter():

@@ -18,6 +18,9 @@ CONVNET_DEFAULTS = {
     "kernel_size": 3,
     "activation": "gelu",
     "padding_mode": "zeros",
+    "input_shift": 0.0,
+    "input_scale": 1.0,
+    "output_scale": 1.0,
 }
 
 

@@ -190,19 +190,36 @@ def test_converged_means_true_residual_meets_the_rule(variable_poisson2d, rhs):
 
 def test_true_residual_decides_in_single_precision(laplacian):
     # In float32 the recursive residual shrinks past what the true residual can reach:
-    # SciPy 1.17 then reports convergence (info 0) for an x whose true residual is 3.4x
-    # the threshold. physnet checks the true residual, keeps iterating from it, and
-    # reports the truth.
+    # SciPy 1.17 then reports convergence (info 0) for an x whose true residual is above
+    # the threshold. physnet checks the true residual and restarts CG from it, which
+    # reaches rtol=1e-6 here ...
     A = laplacian(40, 2).astype(np.float32)
     b = np.random.default_rng(1).standard_normal(A.shape[0]).astype(np.float32)
-    rtol, maxiter = 1e-6, 400
+    x, info = cg(A, b, rtol=1e-6, maxiter=400)
+    assert info == 0
+    assert np.linalg.norm(b - A @ x) <= 1e-6 * np.linalg.norm(b)
+    _, info_scipy = sla.cg(A, b, rtol=1e-6, maxiter=400)
+    assert info_scipy == 0  # SciPy claims it too, on its recursive residual
+
+
+def test_unreachable_tolerance_stops_at_the_accuracy_floor(laplacian):
+    # ... but not rtol=1e-8, below float32's precision: once three checks in a row fail
+    # without the true residual halving, the iteration stops (info > 0: not converged,
+    # no breakdown) long before maxiter, with the best iterate seen.
+    A = laplacian(40, 2).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal(A.shape[0]).astype(np.float32)
+    rtol, maxiter = 1e-8, 2000
     threshold = rtol * np.linalg.norm(b)
     _x, info = cg(A, b, rtol=rtol, maxiter=maxiter)
-    assert info == maxiter
+    assert 0 < info < 300
     result = solve(A, b, rtol=rtol, maxiter=maxiter)
-    assert result.status is Status.MAX_ITERATIONS
+    assert result.status is Status.ACCURACY_LIMIT
+    assert result.iterations == info
     assert result.residual == pytest.approx(float(np.linalg.norm(b - A @ result.x)), rel=1e-5)
     assert result.residual > threshold
+    assert result.info["accuracy_floor"] == pytest.approx(result.relative_residual, rel=1e-6)
+    assert 1e-8 < result.relative_residual < 1e-5
+    assert "accuracy limit" in str(result.status)
 
 
 def test_indefinite_matrix_stops_with_status():

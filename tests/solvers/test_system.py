@@ -145,3 +145,20 @@ def test_zero_rhs_with_initial_guess_gives_zeros(A):
     x, info = cg(A, np.zeros(10), np.ones(10))
     assert info == 0
     np.testing.assert_array_equal(x, 0.0)
+
+
+@pytest.mark.parametrize("atol", [None, "legacy"])
+def test_removed_atol_values_raise_value_error_as_in_scipy(atol):
+    A = np.eye(3)
+    with pytest.raises(ValueError, match=r"cg: atol=.* is not supported"):
+        cg(A, np.ones(3), atol=atol)
+
+
+def test_x0_mb_is_for_the_scipy_functions_only():
+    A = np.diag([2.0, 4.0])
+    x, info = cg(A, np.ones(2), x0="Mb", M=np.diag([0.5, 0.25]))
+    assert info == 0 and np.allclose(x, [0.5, 0.25])
+    with pytest.raises(ValueError, match="solve: x0='Mb' is not supported; expected an array"):
+        solve(A, np.ones(2), x0="Mb")
+    with pytest.raises(ValueError, match="cg: x0='M b' is not supported"):
+        cg(A, np.ones(2), x0="M b")
