@@ -83,6 +83,7 @@ def network_rows(network, A, b, rtols, maxiter) -> dict[float, dict]:
         "setup_time": float(result.setup_time),
         "solve_time": float(result.solve_time),
         "maxiter": int(maxiter),
+        "relative_residuals": [float(r) / norm for r in result.residuals],
     }
 
 
@@ -142,8 +143,10 @@ def markdown(report: dict) -> str:
     lines += [
         "## Networks: iterations run, residual reached, seconds per iteration",
         "",
-        "| grid | scene | network | iterations run (cap) | relative residual | s / iteration |",
-        "|---|---|---|---:|---:|---:|",
+        "| grid | scene | network | iterations run (cap) | relative residual | "
+        + " | ".join(f"after {k}" for k in report["at"])
+        + " | s / iteration |",
+        "|---|---|---|---:|---:|" + "---:|" * len(report["at"]) + "---:|",
     ]
     for row in report["rows"]:
         for name in [report["model"], *report["reference"]]:
@@ -151,9 +154,15 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {row['size']}³ | {row['scene']} | {name} | {entry['iterations_run']} "
                 f"({entry['maxiter']}) | {entry['relative_residual']:.2e} | "
-                f"{entry['seconds_per_iteration']:.3f} |"
+                + "".join(f"{_after(entry, k)} | " for k in report["at"])
+                + f"{entry['seconds_per_iteration']:.3f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _after(entry: dict, k: int) -> str:
+    history = entry["relative_residuals"]
+    return f"{history[k]:.2e}" if k < len(history) else "–"
 
 
 def _maxiter_at(pairs: list[str]) -> dict[int, int]:
@@ -171,7 +180,7 @@ def merge(paths: list[str], out: str) -> dict:
     reports = [json.loads(Path(path).read_text()) for path in paths]
     first = reports[0]
     for other in reports[1:]:
-        for key in ("model", "reference", "compare", "rtols"):
+        for key in ("model", "reference", "compare", "rtols", "at"):
             if other[key] != first[key]:
                 raise ValueError(f"--merge: {key} differs: {first[key]} vs {other[key]}")
     merged = {**first, "rows": [row for report in reports for row in report["rows"]]}
@@ -205,6 +214,9 @@ def main(argv=None) -> dict:
         "--maxiter-at", nargs="*", default=[], metavar="SIZE=N", help="per-grid DCDM caps"
     )
     parser.add_argument("--compare-maxiter", type=int, default=5000)
+    parser.add_argument(
+        "--at", type=int, nargs="*", default=[10], help="report network residuals after these"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch and BLAS threads")
     parser.add_argument("--large", action="store_true", help=f"allow grids above {LARGE}")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
@@ -240,6 +252,7 @@ def main(argv=None) -> dict:
         "reference": list(args.reference),
         "compare": list(args.compare),
         "rtols": rtols,
+        "at": list(args.at),
         "rows": [],
     }
     started = time.perf_counter()

@@ -112,7 +112,10 @@ def random_thin_geometry(
             for other in range(ndim):
                 if other != axis:
                     if other == ndim - 1:
-                        lo, hi = int(low * size) + 1, max(int(high * size) - width, int(low * size) + 2)
+                        lo, hi = (
+                            int(low * size) + 1,
+                            max(int(high * size) - width, int(low * size) + 2),
+                        )
                     else:
                         lo, hi = 1, size - width - 1
                     start = int(rng.integers(lo, max(hi, lo + 1)))
@@ -179,9 +182,13 @@ def random_coefficients(
     if family == "two-phase":
         ratio = 10.0 ** rng.uniform(0.0, math.log10(max_ratio))
         amplitude = rng.uniform(0.0, 0.08)
-        field = _evaluate_field(
-            _random_coefficients(rng, ndim - 1, 3, 1.5), [c.ravel() for c in centres[:-1]]
-        ) if ndim > 1 else 0.0
+        field = (
+            _evaluate_field(
+                _random_coefficients(rng, ndim - 1, 3, 1.5), [c.ravel() for c in centres[:-1]]
+            )
+            if ndim > 1
+            else 0.0
+        )
         surface = rng.uniform(0.15, 0.6) + (amplitude if amplitude >= 0.02 else 0.0) * field
         liquid = centres[-1] < np.expand_dims(surface, -1)
         liquid = np.broadcast_to(liquid, shape).copy()
@@ -248,12 +255,14 @@ class PoissonSystems:
 
     def validate(self, config: dict[str, Any]) -> None:
         check_grid(config, 8)
-        for key, known in (("geometries", GEOMETRY_FAMILIES), ("coefficients", COEFFICIENT_FAMILIES)):
+        for key, known in (
+            ("geometries", GEOMETRY_FAMILIES),
+            ("coefficients", COEFFICIENT_FAMILIES),
+        ):
             chosen = config[key]
             if not isinstance(chosen, list) or not chosen or any(f not in known for f in chosen):
                 raise ValueError(
-                    f"config.{key}: {chosen!r}, expected a non-empty list of families from "
-                    f"{known}"
+                    f"config.{key}: {chosen!r}, expected a non-empty list of families from {known}"
                 )
         ratio = config["max_ratio"]
         if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not ratio >= 1:

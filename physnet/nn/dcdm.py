@@ -420,7 +420,7 @@ class DCDMMultigridNet(Model, name="dcdm-multigrid"):
 
         Parameters
         ----------
-        flags : torch.Tensor, shape (batch, 1, *grid)
+        flags : torch.Tensor, shape ``(batch, 1, *grid)``
             Cell flags as numbers: 0 fluid, 1 solid, 2 air.
 
         Returns

@@ -117,7 +117,10 @@ class DCDMGalerkinNet(Model, name="dcdm-galerkin"):
         name = "DCDMGalerkinNet"
         if ndim not in (2, 3):
             raise ValueError(f"{name}: ndim must be 2 or 3, got {ndim!r}")
-        for key, value in (("smoothing_steps", smoothing_steps), ("hidden_channels", hidden_channels)):
+        for key, value in (
+            ("smoothing_steps", smoothing_steps),
+            ("hidden_channels", hidden_channels),
+        ):
             if not is_int(value) or value < 1:
                 raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
         if cycle not in _CYCLES:

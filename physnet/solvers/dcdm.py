@@ -67,9 +67,13 @@ def dcdm(
         :class:`physnet.nn.Model` or any :class:`torch.nn.Module`), a checkpoint file or
         the name of a pretrained model (both read with :func:`physnet.nn.load`). By
         default the shipped pretrained network for the grid's dimension
-        (:data:`PRETRAINED_MODELS`: ``"dcdm-poisson3d"``, or ``"dcdm-poisson2d"`` on 2-D
-        grids). Its input channels are the residual alone, or the residual and the flags
-        (as floats) when it declares ``uses_flags = True`` or ``input_channels = 2``.
+        (:data:`PRETRAINED_MODELS`: ``"dcdm-galerkin3d"``, or ``"dcdm-galerkin2d"`` on 2-D
+        grids), a learned smoother inside Galerkin aggregation multigrid that reads the
+        operator's coefficients and geometry on every level (:class:`physnet.nn.DCDMGalerkinNet`;
+        its hierarchy is built once per operator). Other networks map the residual on the
+        grid to a direction: their input channels are the residual alone, or the residual
+        and the flags (as floats) when they declare ``uses_flags = True`` or
+        ``input_channels = 2``.
     rtol, atol : float, default 1e-5 and 0.0
         Stopping rule ``||b - A x||_2 <= max(rtol * ||b||_2, atol)``, on the true residual.
     maxiter : int, optional
@@ -169,7 +173,7 @@ def dcdm(
     >>> info, bool(np.linalg.norm(b - A @ x) <= 1e-6 * np.linalg.norm(b))
     (0, True)
 
-    ``model=None`` would use the shipped network ``"dcdm-poisson2d"`` here.
+    ``model=None`` would use the shipped network ``"dcdm-galerkin2d"`` here.
     """
     operator = _grid_operator("dcdm", A)
     system = make_system(

@@ -109,7 +109,7 @@ def backprojection(A: Any, y: Any, *, normalize: bool = False) -> Any:
     Parameters
     ----------
     A : operator
-    y : array, shape (..., *measurement_shape) or (..., M)
+    y : array, shape ``(..., *measurement_shape)`` or ``(..., M)``
     normalize : bool, default False
         Return ``|A^H y|`` divided by each volume's own maximum (the Deep2S input).
 
@@ -151,7 +151,7 @@ def tikhonov(
     Parameters
     ----------
     A : operator
-    y : array, shape (..., *measurement_shape) or (..., M)
+    y : array, shape ``(..., *measurement_shape)`` or ``(..., M)``
     regularization : float, default 1e-2
         ``lambda`` (relative to ``||A||^2``).
     rtol, atol : float
@@ -295,7 +295,7 @@ def admm_tv(
     ----------
     A : operator
         With ``grid_shape`` (or pass ``grid_shape``).
-    y : array, shape (..., *measurement_shape) or (..., M)
+    y : array, shape ``(..., *measurement_shape)`` or ``(..., M)``
     grid_shape : tuple of 3 int, optional
         Default ``A.grid_shape``.
     tv_weight : float, default 1e-3

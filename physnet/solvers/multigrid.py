@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse
 
 from physnet import backend
@@ -81,7 +82,7 @@ class AggregationMultigrid(LinearOperator):
         CG preconditioned by the next cycle (Notay's K-cycle), which makes the iteration
         count independent of the number of levels for piecewise-constant prolongation;
         ``"V"``: a plain V-cycle (a symmetric linear operator).
-    max_coarse : int, default 512
+    max_coarse : int, default 256
         Coarsening stops at this many unknowns; the coarsest system is solved with a
         dense pseudo-inverse.
 
@@ -153,7 +154,7 @@ class AggregationMultigrid(LinearOperator):
     >>> A = GridPoisson(flags, coefficients=1.0 / rho)
     >>> M = AggregationMultigrid(A)
     >>> M.level_sizes
-    [31744, 4096, 512]
+    [31744, 4096, 512, 64]
     >>> b = np.random.default_rng(0).standard_normal(A.n)
     >>> x, info = fcg(A, b, rtol=1e-6, M=M)
     >>> info, bool(np.linalg.norm(b - A @ x) <= 1e-6 * np.linalg.norm(b))
@@ -169,7 +170,7 @@ class AggregationMultigrid(LinearOperator):
         damping: float | DampingFunction = 0.8,
         smoothing_steps: int = 2,
         cycle: str = "K",
-        max_coarse: int = 512,
+        max_coarse: int = 256,
     ) -> None:
         start = time.perf_counter()
         name = "AggregationMultigrid"
@@ -179,7 +180,10 @@ class AggregationMultigrid(LinearOperator):
                 f"from its grid), got {type(A).__name__}"
             )
         _check_damping(damping)
-        for key, value, low in (("smoothing_steps", smoothing_steps, 1), ("max_coarse", max_coarse, 1)):
+        for key, value, low in (
+            ("smoothing_steps", smoothing_steps, 1),
+            ("max_coarse", max_coarse, 1),
+        ):
             if not _is_integer(value) or value < low:
                 raise ValueError(f"{name}: {key} must be an integer >= {low}, got {value!r}")
         if cycle not in _CYCLES:
@@ -274,7 +278,16 @@ class AggregationMultigrid(LinearOperator):
     def _coarsest_solver(matrix: scipy.sparse.csr_matrix) -> np.ndarray | None:
         if matrix.shape[0] > 4096:
             return None  # coarsening stalled on a large level: smooth it instead
-        return np.linalg.pinv(matrix.toarray(), hermitian=True).astype(np.float32)
+        dense = matrix.toarray()
+        try:
+            factor = scipy.linalg.cho_factor(dense, lower=True)
+            pivots = np.diag(factor[0]) ** 2
+            singular = not pivots.min() > 1e-10 * pivots.max()
+        except np.linalg.LinAlgError:
+            singular = True
+        if singular:  # a region without air (pure Neumann): the pseudo-inverse
+            return np.linalg.pinv(dense, hermitian=True).astype(np.float32)
+        return scipy.linalg.cho_solve(factor, np.eye(dense.shape[0])).astype(np.float32)
 
     # --- application -----------------------------------------------------------------
     def _matvec(self, x: Any) -> Any:
@@ -369,7 +382,7 @@ class AggregationMultigrid(LinearOperator):
             transfers = 2.0 * level.n
             cost = sweeps + (2 * nonzeros + level.n) + transfers
             krylov = 0.0
-            if self.cycle == "K" and 0 < index:
+            if self.cycle == "K" and index > 0:
                 krylov = 2.0 * (2 * nonzeros + 8 * level.n)
             total += visits * (cost + krylov)
             if self.cycle == "K" and index + 1 < len(self._levels) - 1:
@@ -395,9 +408,7 @@ def _check_damping(damping: Any) -> None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(
-        value, bool
-    )
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
 
 
 def _is_integer(value: Any) -> bool:

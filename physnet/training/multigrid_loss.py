@@ -20,7 +20,9 @@ from physnet.operators.poisson import GridPoisson
 __all__ = ["multigrid_convergence", "multigrid_es_loss"]
 
 
-def multigrid_convergence(model: Any, systems: list[tuple[Any, Any, Any]], iterations: int) -> float:
+def multigrid_convergence(
+    model: Any, systems: list[tuple[Any, Any, Any]], iterations: int
+) -> float:
     """Mean ``log10`` residual reduction per iteration of the DCDM solve with ``model``.
 
     ``systems`` holds ``(A, b, hierarchy)`` triples: a
@@ -164,7 +166,9 @@ def multigrid_es_loss(
                 scores = []
                 for sign in (1.0, -1.0):
                     with torch.no_grad():
-                        torch.nn.utils.vector_to_parameters(original + sign * sigma * noise, parameters)
+                        torch.nn.utils.vector_to_parameters(
+                            original + sign * sigma * noise, parameters
+                        )
                     scores.append(multigrid_convergence(model, systems, iterations))
                 gradient += (scores[0] - scores[1]) / (2.0 * sigma * population) * noise
         finally:

@@ -260,9 +260,9 @@ def test_thin_walls_scene_keeps_its_baffle_hole_and_cylinder(size):
     hole = size // 8
     assert np.count_nonzero(flags[..., baffle] == FLUID) == hole * hole
     # Below the baffle the fluid reaches the air only through the hole: one region.
-    labels, count = scipy.ndimage.label(flags == FLUID)
+    _labels, count = scipy.ndimage.label(flags == FLUID)
     assert count == 1
-    # The cylinder wall is one cell thick: no solid cell has a solid neighbour in the
-    # radial direction on the mid-height plane of the cylinder.
+    # The hollow cylinder is open: the fluid inside it is connected to the outside (one
+    # region above), and its wall is there at mid-height.
     plane = flags[:, :, int(0.3 * size)] == SOLID
     assert plane.any() and scene.coefficients is None

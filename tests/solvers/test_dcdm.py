@@ -230,9 +230,9 @@ def test_solve_fills_the_result_and_loads_a_checkpoint(tmp_path, rng):
 def test_model_none_without_shipped_weights_names_the_missing_network(monkeypatch):
     monkeypatch.setattr(physnet.pretrained, "available", lambda: ())
     b2, b3 = np.ones(GridPoisson(_box((6, 6))).n), np.ones(GridPoisson(_box((4, 4, 4))).n)
-    with pytest.raises(ValueError, match=r"'dcdm-poisson2d'.*not installed.*model="):
+    with pytest.raises(ValueError, match=r"'dcdm-galerkin2d'.*not installed.*model="):
         dcdm(GridPoisson(_box((6, 6))), b2)
-    with pytest.raises(ValueError, match=r"'dcdm-poisson3d'.*not installed"):
+    with pytest.raises(ValueError, match=r"'dcdm-galerkin3d'.*not installed"):
         solve(GridPoisson(_box((4, 4, 4))), b3, method="dcdm")
 
 

@@ -23,7 +23,7 @@ DTYPE = torch.float64
 
 # The losses comparing a prediction with a target field of the same shape ("dcdm" takes a
 # (b, flags) target instead; tests/training/test_dcdm_loss.py covers it).
-FIELD_LOSSES = sorted(set(LOSSES) - {"dcdm", "dcdm_energy", "dcdm_unrolled"})
+FIELD_LOSSES = sorted(set(LOSSES) - {"dcdm", "dcdm_energy", "dcdm_unrolled", "multigrid_es"})
 
 
 @pytest.fixture
@@ -260,6 +260,7 @@ def test_registry():
         "dcdm",
         "dcdm_energy",
         "dcdm_unrolled",
+        "multigrid_es",
     }
     assert get_loss("relative_h1") is relative_h1
     with pytest.raises(ValueError, match=r"unknown loss 'l2'; available losses: relative_l2"):

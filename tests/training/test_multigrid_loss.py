@@ -17,7 +17,9 @@ def _batch(size=40, count=2):
     inputs, targets = [], []
     for seed, name in enumerate(["two-phase", "thin-walls"][:count]):
         scene = make_scene(name, size, ndim=2, seed=seed)
-        coefficients = scene.coefficients if scene.coefficients is not None else np.ones(scene.shape)
+        coefficients = (
+            scene.coefficients if scene.coefficients is not None else np.ones(scene.shape)
+        )
         inputs.append(np.stack([scene.flags.astype(np.float32), coefficients.astype(np.float32)]))
         targets.append(scene.rhs[None].astype(np.float32))
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
