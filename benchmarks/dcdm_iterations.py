@@ -31,12 +31,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine, write_results
 
 import physnet
 from physnet.datasets import make_scene
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_results  # noqa: E402
 
 LARGE = 128  # grids above this need --large
 
@@ -199,9 +197,7 @@ def merge(paths: list[str], out: str) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "model", nargs="?", help="checkpoint path, pretrained name or 'untrained'"
-    )
+    parser.add_argument("model", nargs="?", help="checkpoint path, pretrained name or 'untrained'")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--scenes", nargs="+", default=["sphere", "boxes", "torus"])

@@ -146,7 +146,7 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--ndim", type=int, default=3, choices=(2, 3))
     parser.add_argument(
-        "--scenes", nargs="+", default=["two-phase", "thin-walls", "sphere", "torus"]
+        "--scenes", nargs="*", default=["two-phase", "thin-walls", "sphere", "torus"]
     )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--rtol", type=float, default=1e-6)

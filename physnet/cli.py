@@ -93,7 +93,7 @@ def _add_solve_parser(subparsers: Any) -> None:
         "--model",
         default=None,
         help="network of --method dcdm: a checkpoint (.safetensors) or pretrained name "
-        "(default: the pretrained dcdm-poisson3d / dcdm-poisson2d)",
+        "(default: the pretrained dcdm-galerkin3d / dcdm-galerkin2d)",
     )
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (1e-6)")
     parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (0)")

@@ -75,6 +75,11 @@ class DCDMPaperNet(Model, name="dcdm-paper"):
         Filters of every convolution.
     variant : {"from64", "from128"}, default "from64"
         The published network trained at 64³ (15 convolutions) or at 128³ (23).
+    init : {"torch", "keras"}, default "torch"
+        ``"keras"``: the reference code's initialisation, Glorot-uniform kernels and zero
+        biases (drawn after PyTorch's defaults, module by module). At 64³ the input is a
+        unit-norm residual of about ``2e-3`` per cell, which PyTorch's default biases (up
+        to 0.2) swamp: training from them sat at loss 1.0, from Keras' started to learn.
 
     Raises
     ------
@@ -131,8 +136,12 @@ class DCDMPaperNet(Model, name="dcdm-paper"):
 
     uses_flags = False
 
-    def __init__(self, ndim: int = 3, channels: int = 16, variant: str = "from64") -> None:
+    def __init__(
+        self, ndim: int = 3, channels: int = 16, variant: str = "from64", init: str = "torch"
+    ) -> None:
         super().__init__()
+        if init not in ("torch", "keras"):
+            raise ValueError(f"DCDMPaperNet: init must be 'torch' or 'keras', got {init!r}")
         if ndim not in _CONVOLUTIONS:
             raise ValueError(f"DCDMPaperNet: ndim must be 2 or 3, got {ndim!r}")
         if not is_int(channels) or channels < 1:
@@ -156,6 +165,12 @@ class DCDMPaperNet(Model, name="dcdm-paper"):
         self.coarse = convolutions(n_coarse)
         self.post = convolutions(n_post)
         self.dense = convolution(channels, 1, 1)
+        if init == "keras":
+            with torch.no_grad():
+                for module in self.modules():
+                    if isinstance(module, convolution):
+                        torch.nn.init.xavier_uniform_(module.weight)
+                        torch.nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map residuals ``(batch, 1, *grid)`` to directions ``(batch, 1, *grid)``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
@@ -157,13 +158,20 @@ class DCDMGalerkinNet(Model, name="dcdm-galerkin"):
         return self.max_damping * torch.sigmoid(self.out(hidden))
 
     def damping(self, features: np.ndarray, level: int) -> np.ndarray:
-        """The :data:`physnet.solvers.multigrid.DampingFunction` of this network (NumPy)."""
-        parameter = next(self.parameters())
-        with torch.inference_mode():
-            tensor = torch.from_numpy(np.ascontiguousarray(features)).to(
-                device=parameter.device, dtype=parameter.dtype
-            )
-            return self(tensor).float().cpu().numpy()
+        """The :data:`physnet.solvers.multigrid.DampingFunction` of this network (NumPy).
+
+        Evaluated row by row in a fused numba loop (float32, all cores): the same
+        function as :meth:`forward`, without its ``(n, hidden)`` temporaries, which at
+        128³ cost more than the rest of the setup.
+        """
+        weights = [
+            np.ascontiguousarray(p.detach().cpu().float().numpy())
+            for p in (self.hidden.weight, self.hidden.bias, self.out.weight, self.out.bias)
+        ]
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        out = np.empty((features.shape[0], self.smoothing_steps), dtype=np.float32)
+        _mlp_dampings(features, *weights, np.float32(self.max_damping), out)
+        return out
 
     def multigrid_options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`physnet.solvers.AggregationMultigrid` for this network."""
@@ -172,3 +180,34 @@ class DCDMGalerkinNet(Model, name="dcdm-galerkin"):
             "smoothing_steps": self.smoothing_steps,
             "cycle": self.cycle,
         }
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _mlp_dampings(features, w1, b1, w2, b2, max_damping, out):
+    """``max_damping * sigmoid(w2 tanh(w1 f + b1) + b2)`` for every row ``f``.
+
+    Rows go in blocks, each with its own hidden-layer buffer, so that the inner loops
+    vectorise and nothing is allocated per row.
+    """
+    n, n_in = features.shape
+    n_hidden = w1.shape[0]
+    n_out = w2.shape[0]
+    block = 256
+    for start in numba.prange((n + block - 1) // block):
+        stop = min(n, (start + 1) * block)
+        hidden = np.empty((block, n_hidden), dtype=np.float32)
+        for i in range(start * block, stop):
+            row = i - start * block
+            for k in range(n_hidden):
+                s = b1[k]
+                for m in range(n_in):
+                    s += w1[k, m] * features[i, m]
+                hidden[row, k] = s
+        hidden[:] = np.tanh(hidden)
+        for i in range(start * block, stop):
+            row = i - start * block
+            for j in range(n_out):
+                s = b2[j]
+                for k in range(n_hidden):
+                    s += w2[j, k] * hidden[row, k]
+                out[i, j] = max_damping / (1.0 + np.exp(-s))

@@ -295,15 +295,42 @@ class NetworkDirections:
         smoother; it is kept for the operator, so a later :meth:`iterate` on it reuses it.
         Other networks prepare per solve, on the device of the right-hand side.
         """
-        if not self.multigrid:
-            return None
         if self._prepared is not None and self._prepared[0] is operator:
             return self._prepared[1]
-        from physnet.solvers.multigrid import AggregationMultigrid
+        if self.multigrid:
+            from physnet.solvers.multigrid import AggregationMultigrid
 
-        preconditioner = AggregationMultigrid(operator, **self.model.multigrid_options())
-        self._prepared = (operator, preconditioner)
-        return preconditioner
+            preconditioner = AggregationMultigrid(operator, **self.model.multigrid_options())
+            self._prepared = (operator, preconditioner)
+            return preconditioner
+        if self.prepared:
+            # A network with prepare(flags): its geometry state on the CPU (or the device
+            # it was asked for), reused by a solve whose right-hand side lives there.
+            torch = backend.require_torch()
+            device = self.device or _module_device(self.model) or torch.device("cpu")
+            dtype = _module_dtype(self.model) or torch.float64
+            self._prepared = (
+                operator,
+                (device, dtype, self._prepare_state(operator, device, dtype)),
+            )
+        return None
+
+    def _prepare_state(self, operator: GridPoisson, device: Any, dtype: Any) -> Any:
+        torch = backend.require_torch()
+        model = self.model
+        if _module_device(model) not in (None, device):
+            model = model.to(device) if self.owned else copy.deepcopy(model).to(device)
+            if self.owned:
+                self.model = model
+        flags = torch.from_numpy(operator.flags.astype(np.float32))
+        flags = flags.to(device=device, dtype=dtype)[None, None]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                return model.prepare(flags)
+        finally:
+            model.train(was_training)
 
     @contextlib.contextmanager
     def directions(self, system: KrylovSystem, operator: GridPoisson) -> Iterator[Any]:
@@ -322,7 +349,12 @@ class NetworkDirections:
         model.eval()
         try:
             state = None
-            if self.prepared:
+            cached = self._prepared
+            if self.prepared and cached is not None and cached[0] is operator:
+                cached_device, cached_dtype, cached_state = cached[1]
+                if cached_device == device and cached_dtype == dtype:
+                    state = cached_state
+            if self.prepared and state is None:
                 with torch.inference_mode():
                     state = model.prepare(flags)
             yield _Preconditioner(

@@ -244,9 +244,9 @@ class AggregationMultigrid(LinearOperator):
     @staticmethod
     def features(matrix: scipy.sparse.csr_matrix, level: int) -> np.ndarray:
         """The ``(n, 6)`` float32 row features a :data:`DampingFunction` receives."""
-        out = np.empty((matrix.shape[0], _aggregation.N_FEATURES), dtype=np.float64)
+        out = np.empty((matrix.shape[0], _aggregation.N_FEATURES), dtype=np.float32)
         _aggregation.row_features(matrix.indptr, matrix.indices, matrix.data, level, out)
-        return out.astype(np.float32)
+        return out
 
     def _scales(
         self, matrix: scipy.sparse.csr_matrix, damping: Any, level: int
