@@ -42,8 +42,10 @@ def grid_csr(
         w0, w1, w2 = face_weights
     numbers = np.full(fluid_mask.shape, -1, dtype=np.int64)
     numbers[fluid_mask] = np.arange(n)
-    indptr = np.empty(n + 1, dtype=np.int64)
-    _grid_row_lengths(numbers, w0, w1, w2, indptr)
+    lengths = np.empty(n, dtype=np.int64)
+    _grid_row_lengths(numbers, w0, w1, w2, lengths)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=np.int64)
     data = np.empty(indptr[-1], dtype=np.float64)
     _grid_rows(numbers, w0, w1, w2, np.asarray(diagonal, dtype=np.float64), indptr, indices, data)
@@ -84,27 +86,25 @@ def _grid_neighbours(numbers, w0, w1, w2, i, j, l, out_columns, out_weights):
     return count
 
 
-@numba.njit(cache=True)
-def _grid_row_lengths(numbers, w0, w1, w2, indptr):
+@numba.njit(parallel=True, cache=True)
+def _grid_row_lengths(numbers, w0, w1, w2, lengths):
     nx, ny, nz = numbers.shape
-    columns = np.empty(7, dtype=np.int64)
-    weights = np.empty(7, dtype=np.float64)
-    indptr[0] = 0
-    for i in range(nx):
+    for i in numba.prange(nx):
+        columns = np.empty(7, dtype=np.int64)
+        weights = np.empty(7, dtype=np.float64)
         for j in range(ny):
             for l in range(nz):
                 k = numbers[i, j, l]
                 if k >= 0:
-                    count = _grid_neighbours(numbers, w0, w1, w2, i, j, l, columns, weights)
-                    indptr[k + 1] = indptr[k] + count
+                    lengths[k] = _grid_neighbours(numbers, w0, w1, w2, i, j, l, columns, weights)
 
 
-@numba.njit(cache=True)
+@numba.njit(parallel=True, cache=True)
 def _grid_rows(numbers, w0, w1, w2, diagonal, indptr, indices, data):
     nx, ny, nz = numbers.shape
-    columns = np.empty(7, dtype=np.int64)
-    weights = np.empty(7, dtype=np.float64)
-    for i in range(nx):
+    for i in numba.prange(nx):
+        columns = np.empty(7, dtype=np.int64)
+        weights = np.empty(7, dtype=np.float64)
         for j in range(ny):
             for l in range(nz):
                 k = numbers[i, j, l]
