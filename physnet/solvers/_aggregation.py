@@ -42,13 +42,15 @@ def grid_csr(
         w0, w1, w2 = face_weights
     numbers = np.full(fluid_mask.shape, -1, dtype=np.int64)
     numbers[fluid_mask] = np.arange(n)
+    diagonal = np.asarray(diagonal, dtype=np.float64)
     lengths = np.empty(n, dtype=np.int64)
-    _grid_row_lengths(numbers, w0, w1, w2, lengths)
     indptr = np.zeros(n + 1, dtype=np.int64)
+    nothing = np.empty(0, dtype=np.int64)
+    _grid_rows(numbers, w0, w1, w2, diagonal, lengths, indptr, nothing, diagonal[:0], False)
     np.cumsum(lengths, out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=np.int64)
     data = np.empty(indptr[-1], dtype=np.float64)
-    _grid_rows(numbers, w0, w1, w2, np.asarray(diagonal, dtype=np.float64), indptr, indices, data)
+    _grid_rows(numbers, w0, w1, w2, diagonal, lengths, indptr, indices, data, True)
     return scipy.sparse.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
@@ -87,20 +89,8 @@ def _grid_neighbours(numbers, w0, w1, w2, i, j, l, out_columns, out_weights):
 
 
 @numba.njit(parallel=True, cache=True)
-def _grid_row_lengths(numbers, w0, w1, w2, lengths):
-    nx, ny, nz = numbers.shape
-    for i in numba.prange(nx):
-        columns = np.empty(7, dtype=np.int64)
-        weights = np.empty(7, dtype=np.float64)
-        for j in range(ny):
-            for l in range(nz):
-                k = numbers[i, j, l]
-                if k >= 0:
-                    lengths[k] = _grid_neighbours(numbers, w0, w1, w2, i, j, l, columns, weights)
-
-
-@numba.njit(parallel=True, cache=True)
-def _grid_rows(numbers, w0, w1, w2, diagonal, indptr, indices, data):
+def _grid_rows(numbers, w0, w1, w2, diagonal, lengths, indptr, indices, data, fill):
+    """Count the entries of every row (``fill`` False), or write them (``fill`` True)."""
     nx, ny, nz = numbers.shape
     for i in numba.prange(nx):
         columns = np.empty(7, dtype=np.int64)
@@ -111,6 +101,9 @@ def _grid_rows(numbers, w0, w1, w2, diagonal, indptr, indices, data):
                 if k < 0:
                     continue
                 count = _grid_neighbours(numbers, w0, w1, w2, i, j, l, columns, weights)
+                if not fill:
+                    lengths[k] = count
+                    continue
                 position = indptr[k]
                 for c in range(count):
                     if columns[c] < 0:
