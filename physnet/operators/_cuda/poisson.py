@@ -21,7 +21,7 @@ import numpy as np
 
 from physnet import backend
 
-__all__ = ["kernel", "matvec"]
+__all__ = ["kernel", "kernel_source", "matvec"]
 
 _SOURCE = r"""
 extern "C" __global__ void physnet_poisson_matvec_{suffix}(
@@ -87,13 +87,17 @@ _TYPES = {"float32": ("float", "f32"), "float64": ("double", "f64")}
 _THREADS = 256
 
 
+def kernel_source(dtype: Any) -> str:
+    """The CUDA source compiled for a real dtype (the CPU emulation tests compile it too)."""
+    ctype, suffix = _TYPES[np.dtype(dtype).name]
+    return _SOURCE.replace("{T}", ctype).replace("{suffix}", suffix)
+
+
 @functools.cache
 def _module(device_id: int, dtype_name: str) -> Any:
     cupy = backend.require_cupy()
-    ctype, suffix = _TYPES[dtype_name]
-    source = _SOURCE.replace("{T}", ctype).replace("{suffix}", suffix)
     with cupy.cuda.Device(device_id):
-        module = cupy.RawModule(code=source, options=("--std=c++11",))
+        module = cupy.RawModule(code=kernel_source(dtype_name), options=("--std=c++11",))
         module.compile()
     return module
 
@@ -114,9 +118,14 @@ def matvec(x: Any, data: dict[str, Any]) -> Any:
     ``cells``, ``numbers``, ``diagonal``, ``grid_shape`` (3-D) and either
     ``axis_weights`` (three numbers) or ``face_weights`` (three arrays).
     """
+    n = int(x.shape[0])
+    if n > np.iinfo(np.int32).max:  # the padded number grid holds int32 unknown numbers
+        raise ValueError(
+            f"GridPoisson: the CUDA apply numbers at most {np.iinfo(np.int32).max} unknowns "
+            f"(int32), got {n}; apply the operator to torch tensors instead"
+        )
     cupy = backend.require_cupy()
     dtype = np.dtype(x.dtype)
-    n = int(x.shape[0])
     y = cupy.empty_like(x)
     if n == 0:
         return y

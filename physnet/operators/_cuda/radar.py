@@ -26,7 +26,7 @@ import numpy as np
 
 from physnet import backend
 
-__all__ = ["MAX_ANTENNAS", "adjoint", "forward", "kernel"]
+__all__ = ["MAX_ANTENNAS", "adjoint", "forward", "kernel", "kernel_source"]
 
 MAX_ANTENNAS = 256
 _THREADS = 256
@@ -136,18 +136,22 @@ _TYPES = {
 }
 
 
-@functools.cache
-def _module(device_id: int, dtype_name: str) -> Any:
-    cupy = backend.require_cupy()
-    complex_type, real_type, sincos, suffix = _TYPES[dtype_name]
-    source = (
+def kernel_source(dtype: Any) -> str:
+    """The CUDA source compiled for a complex dtype (the CPU emulation tests compile it too)."""
+    complex_type, real_type, sincos, suffix = _TYPES[np.dtype(dtype).name]
+    return (
         _SOURCE.replace("{C}", complex_type)
         .replace("{R}", real_type)
         .replace("{SINCOS}", sincos)
         .replace("{suffix}", suffix)
     )
+
+
+@functools.cache
+def _module(device_id: int, dtype_name: str) -> Any:
+    cupy = backend.require_cupy()
     with cupy.cuda.Device(device_id):
-        module = cupy.RawModule(code=source, options=("--std=c++11",))
+        module = cupy.RawModule(code=kernel_source(dtype_name), options=("--std=c++11",))
         module.compile()
     return module
 
