@@ -357,27 +357,24 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return not (args.no_progress or args.json) and sys.stderr.isatty()
 
 
-def _warm_up_dcdm(operator: Any, model: str | None) -> None:
-    """Import torch, read the network and load the compiled kernels before the timed solve.
+def _warm_up(methods: Sequence[str], model: str | None, ndim: int) -> None:
+    """Run every method once on a tiny scene before the timed solves.
 
-    These are once-per-process costs (about a second), not the per-geometry setup that
-    ``setup_time`` reports; a failure here is left to the solve, which reports it.
+    Importing torch or pyamg, reading a network and loading numba's compiled kernels are
+    once-per-process costs (up to a second or two), not the per-operator setup that
+    ``setup_time`` reports; each method pays them here, alike. A failure is left to the
+    real solve, which reports it.
     """
-    from physnet.operators import GridPoisson
+    from physnet.datasets import make_scene
+    from physnet.solvers import solve
 
-    if not isinstance(operator, GridPoisson):
-        return
-    try:
-        import physnet.nn
-        from physnet.datasets import make_scene
-        from physnet.solvers import solve
-        from physnet.solvers.dcdm import PRETRAINED_MODELS
-
-        network = physnet.nn.load(model or PRETRAINED_MODELS[operator.ndim])
-        small = make_scene("sphere", 8, ndim=operator.ndim)
-        solve(small.operator(), small.rhs_vector(), method="dcdm", model=network, maxiter=2)
-    except Exception:  # the real solve reports any problem
-        return
+    small = make_scene("sphere", 8, ndim=ndim)
+    for method in methods:
+        options = {"model": model} if method == "dcdm" and model else {}
+        try:
+            solve(small.operator(), small.rhs_vector(), method=method, maxiter=2, **options)
+        except Exception:  # the real solve reports any problem
+            continue
 
 
 def _solve_command(args: argparse.Namespace) -> int:
@@ -396,8 +393,7 @@ def _solve_command(args: argparse.Namespace) -> int:
     rhs = _to_device(np.asarray(problem.rhs, dtype=np.dtype(args.dtype)), args)
     n = problem.operator.shape[0]
     rhs_norm = float(np.linalg.norm(np.asarray(problem.rhs, dtype=np.float64)))
-    if "dcdm" in methods:
-        _warm_up_dcdm(problem.operator, args.model)
+    _warm_up(methods, args.model, getattr(problem.operator, "ndim", 3))
     results = []
     for method in methods:
         options = {"model": args.model} if method == "dcdm" and args.model else {}

@@ -19,6 +19,8 @@ __all__ = [
     "galerkin",
     "grid_csr",
     "jacobi_sweep",
+    "matvec",
+    "members",
     "prolong_add",
     "residual",
     "restrict",

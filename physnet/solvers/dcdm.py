@@ -308,59 +308,45 @@ class NetworkDirections:
             # it was asked for), reused by a solve whose right-hand side lives there.
             torch = backend.require_torch()
             device = self.device or _module_device(self.model) or torch.device("cpu")
-            dtype = _module_dtype(self.model) or torch.float64
-            self._prepared = (
-                operator,
-                (device, dtype, self._prepare_state(operator, device, dtype)),
-            )
+            model = self._model_on(device)
+            dtype = _module_dtype(model) or torch.float64
+            with _evaluating(model):
+                self._geometry_state(model, operator, device, dtype)
         return None
 
-    def _prepare_state(self, operator: GridPoisson, device: Any, dtype: Any) -> Any:
-        torch = backend.require_torch()
+    def _model_on(self, device: Any) -> Any:
+        """The network on ``device``: moved if physnet owns it, else a copy is moved."""
         model = self.model
         if _module_device(model) not in (None, device):
             model = model.to(device) if self.owned else copy.deepcopy(model).to(device)
             if self.owned:
                 self.model = model
-        flags = torch.from_numpy(operator.flags.astype(np.float32))
-        flags = flags.to(device=device, dtype=dtype)[None, None]
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                return model.prepare(flags)
-        finally:
-            model.train(was_training)
+        return model
+
+    def _geometry_state(self, model: Any, operator: GridPoisson, device: Any, dtype: Any) -> Any:
+        """``model.prepare(flags)`` for ``operator``, kept for the next solve on it."""
+        cached = self._prepared
+        if cached is not None and cached[0] is operator and cached[1][:2] == (device, dtype):
+            return cached[1][2]
+        torch = backend.require_torch()
+        with torch.inference_mode():
+            state = model.prepare(_grid_flags(operator, device, dtype))
+        self._prepared = (operator, (device, dtype, state))
+        return state
 
     @contextlib.contextmanager
     def directions(self, system: KrylovSystem, operator: GridPoisson) -> Iterator[Any]:
         """The preconditioner callable for one solve, with the network in evaluation mode."""
         torch = backend.require_torch()
         device = self._device(system, torch)
-        model = self.model
-        if _module_device(model) not in (None, device):
-            model = model.to(device) if self.owned else copy.deepcopy(model).to(device)
-            if self.owned:
-                self.model = model
+        model = self._model_on(device)
         dtype = _module_dtype(model) or backend.torch_dtype(system.dtype)
-        flags = torch.from_numpy(operator.flags.astype(np.float32))
-        flags = flags.to(device=device, dtype=dtype)[None, None]
-        was_training = model.training
-        model.eval()
-        try:
-            state = None
-            cached = self._prepared
-            if self.prepared and cached is not None and cached[0] is operator:
-                cached_device, cached_dtype, cached_state = cached[1]
-                if cached_device == device and cached_dtype == dtype:
-                    state = cached_state
-            if self.prepared and state is None:
-                with torch.inference_mode():
-                    state = model.prepare(flags)
+        with _evaluating(model):
+            state = self._geometry_state(model, operator, device, dtype) if self.prepared else None
             yield _Preconditioner(
                 model=model,
                 operator=operator,
-                flags=flags if self.uses_flags else None,
+                flags=_grid_flags(operator, device, dtype) if self.uses_flags else None,
                 state=state,
                 prepared=self.prepared,
                 device=device,
@@ -368,8 +354,6 @@ class NetworkDirections:
                 description=self.description,
                 name=system.name,
             )
-        finally:
-            model.train(was_training)
 
     def _device(self, system: KrylovSystem, torch: Any) -> Any:
         if self.device is not None:
@@ -383,6 +367,24 @@ class NetworkDirections:
         if be.kind == "cupy":
             return torch.device("cuda", be.device.id)
         return torch.device("cpu")
+
+
+def _grid_flags(operator: GridPoisson, device: Any, dtype: Any) -> Any:
+    """The cell flags as a ``(1, 1, *grid)`` float tensor, the networks' geometry input."""
+    torch = backend.require_torch()
+    flags = torch.from_numpy(operator.flags.astype(np.float32))
+    return flags.to(device=device, dtype=dtype)[None, None]
+
+
+@contextlib.contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """``model`` in evaluation mode, its training flag restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _has_prepare(model: Any) -> bool:

@@ -197,6 +197,7 @@ class AggregationMultigrid(LinearOperator):
         coordinates = np.argwhere(A.fluid_mask)
         self._levels: list[_Level] = []
         self._matrices: list[scipy.sparse.csr_matrix] = []
+        self._features: dict[int, np.ndarray] = {}
         self.level_sizes: list[int] = []
         nonzeros = []
         level = 0
@@ -259,7 +260,9 @@ class AggregationMultigrid(LinearOperator):
         if not callable(damping):
             scale = (float(damping) * inverse_diagonal).astype(np.float32)
             return [scale] * (2 * steps)
-        omega = np.asarray(damping(self.features(matrix, level), level), dtype=np.float64)
+        if level not in self._features:  # kept: with_damping re-evaluates only the network
+            self._features[level] = self.features(matrix, level)
+        omega = np.asarray(damping(self._features[level], level), dtype=np.float64)
         if omega.shape != (matrix.shape[0], steps):
             raise ValueError(
                 f"AggregationMultigrid: the damping function returned shape {omega.shape} on "
@@ -291,13 +294,14 @@ class AggregationMultigrid(LinearOperator):
 
     # --- application -----------------------------------------------------------------
     def _matvec(self, x: Any) -> Any:
-        r = np.asarray(backend.to_numpy(x), dtype=np.float64).reshape(-1)
+        host = np.asarray(backend.to_numpy(x), dtype=np.float64)
+        r = host.reshape(-1)
         norm = float(np.linalg.norm(r))
         if norm == 0.0 or not math.isfinite(norm):
             z = np.zeros_like(r) if norm == 0.0 else np.full_like(r, np.nan)
         else:
             z = self._cycle((r / norm).astype(np.float32), 0).astype(np.float64) * norm
-        z = z.reshape(np.shape(backend.to_numpy(x)))
+        z = z.reshape(host.shape)
         return z if backend.array_kind(x) == "numpy" else backend.as_like(z, x)
 
     def _cycle(self, r: np.ndarray, index: int) -> np.ndarray:
