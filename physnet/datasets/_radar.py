@@ -30,10 +30,12 @@ from physnet.datasets.generate import register_generator
 
 __all__ = ["RadarTargets", "add_noise", "radar_operator", "synthesize_targets"]
 
-SHAPES = ("ellipsoid", "box", "blob")
+SHAPES = ("ellipsoid", "box", "blob", "cylinder", "pipe", "cluster")
+TRAINING_SHAPES = ("ellipsoid", "box", "blob")
+"""The scene family of the shipped models' training data; the rest are held out."""
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def radar_operator(n_frequencies: int, grid_shape: tuple[int, int, int]) -> Any:
     """The reference-geometry operator of a generation (cached per process)."""
     from physnet.operators.radar import NearFieldMIMO
@@ -56,7 +58,12 @@ def synthesize_targets(
     ``[min_size, max_size]`` metres, a centre uniform in the volume shrunk by ``margin``,
     and a peak magnitude uniform in ``[min_magnitude, 1]``. Ellipsoids and boxes have a
     flat magnitude; blobs are a sum of 2-4 anisotropic Gaussians normalised to their peak,
-    cut below 10 % of it. Overlapping targets take the larger magnitude.
+    cut below 10 % of it. The held-out family (:data:`SHAPES` beyond
+    :data:`TRAINING_SHAPES`): cylinders (solid, radius the first semi-axis, half-length
+    up to twice the third), pipes (the same with a hollow core: a wall of 30-50 % of the
+    radius, at least 8 mm) and clusters of 3-8 small balls (radii 0.4-0.8 of
+    ``min_size`` plus 8 mm) scattered within the semi-axes. Overlapping targets take the
+    larger magnitude.
     """
     low, high = points.min(axis=0), points.max(axis=0)
     margin = np.minimum(config["margin"], 0.45 * (high - low))
@@ -72,6 +79,20 @@ def synthesize_targets(
             values = peak * (np.sum((local / semi_axes) ** 2, axis=1) <= 1.0)
         elif shape == "box":
             values = peak * np.all(np.abs(local) <= semi_axes, axis=1)
+        elif shape in ("cylinder", "pipe"):
+            radius, half_length = semi_axes[0], semi_axes[2] * rng.uniform(1.0, 2.0)
+            radial = np.hypot(local[:, 0], local[:, 1])
+            inside = (radial <= radius) & (np.abs(local[:, 2]) <= half_length)
+            if shape == "pipe":
+                wall = max(rng.uniform(0.3, 0.5) * radius, 0.008)
+                inside &= radial >= radius - wall
+            values = peak * inside
+        elif shape == "cluster":
+            values = np.zeros(points.shape[0])
+            for _ in range(int(rng.integers(3, 9))):
+                ball = rng.uniform(-1.0, 1.0, size=3) * semi_axes
+                radius = rng.uniform(0.4, 0.8) * config["min_size"] + 0.008
+                values[np.sum((local - ball) ** 2, axis=1) <= radius**2] = peak
         else:
             values = np.zeros(points.shape[0])
             for _ in range(int(rng.integers(2, 5))):
@@ -103,6 +124,9 @@ class RadarTargets:
     """Scenes of 3D extended targets and their near-field MIMO measurements.
 
     Options (``[config]``): ``n_frequencies`` (default 15, evenly over 4-16 GHz),
+    ``frequency_choices`` (default []; a list such as ``[5, 10, 15, 20, 30]`` draws each
+    sample's number of frequencies from it instead, for training one model over
+    compression levels: the measurements then differ in shape and are not stored),
     ``grid_shape`` (default [25, 25, 49]), ``snr_db`` (``[low, high]``: each sample's SNR
     is uniform in it; default [30, 30]), ``min_targets``/``max_targets`` (1, 3),
     ``shapes`` (any of "ellipsoid", "box", "blob"), ``min_size``/``max_size`` (semi-axes,
@@ -110,8 +134,9 @@ class RadarTargets:
     for the centres, 0.03), ``reflectivity`` (also store the complex reflectivity, False),
     ``complex_backprojection`` (also store ``A^H y`` as real/imaginary channels, False).
 
-    Fields: ``measurements`` ``(K, T, R)`` complex64, ``backprojection`` ``|A^H y|``
-    float32 on the grid, ``target`` ``|x|`` float32 on the grid, ``snr_db`` float32, and
+    Fields: ``measurements`` ``(K, T, R)`` complex64 (without ``frequency_choices``),
+    ``backprojection`` ``|A^H y|`` float32 on the grid, ``target`` ``|x|`` float32 on the
+    grid, ``snr_db`` and ``n_frequencies`` float32 scalars, and
     optionally ``reflectivity`` (complex64 on the grid) and
     ``backprojection_complex`` ``(2, *grid)`` float32.
 
@@ -126,6 +151,7 @@ class RadarTargets:
 
     default_config: ClassVar[dict[str, Any]] = {
         "n_frequencies": 15,
+        "frequency_choices": [],
         "grid_shape": [25, 25, 49],
         "snr_db": [30.0, 30.0],
         "min_targets": 1,
@@ -147,6 +173,12 @@ class RadarTargets:
         if config["n_frequencies"] < 1:
             raise ValueError(
                 f"config.n_frequencies: {config['n_frequencies']}, expected at least 1"
+            )
+        choices = config["frequency_choices"]
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in choices):
+            raise ValueError(
+                f"config.frequency_choices: {config['frequency_choices']}, expected positive "
+                "integers (or [] for n_frequencies alone)"
             )
         grid = config["grid_shape"]
         if len(grid) != 3 or any(n < 1 for n in grid):
@@ -178,12 +210,15 @@ class RadarTargets:
 
     def fields(self, config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
         grid = tuple(config["grid_shape"])
-        fields: dict[str, tuple[tuple[int, ...], Any]] = {
-            "measurements": ((config["n_frequencies"], 12, 13), np.complex64),
-            "backprojection": (grid, np.float32),
-            "target": (grid, np.float32),
-            "snr_db": ((), np.float32),
-        }
+        fields: dict[str, tuple[tuple[int, ...], Any]] = {}
+        if not config["frequency_choices"]:
+            fields["measurements"] = ((config["n_frequencies"], 12, 13), np.complex64)
+        fields.update(
+            backprojection=(grid, np.float32),
+            target=(grid, np.float32),
+            snr_db=((), np.float32),
+            n_frequencies=((), np.float32),
+        )
         if config["reflectivity"]:
             fields["reflectivity"] = (grid, np.complex64)
         if config["complex_backprojection"]:
@@ -194,7 +229,10 @@ class RadarTargets:
         self, config: dict[str, Any], index: int, rng: np.random.Generator
     ) -> dict[str, np.ndarray]:
         grid = tuple(config["grid_shape"])
-        A = radar_operator(config["n_frequencies"], grid)
+        n_frequencies, choices = config["n_frequencies"], config["frequency_choices"]
+        if choices:
+            n_frequencies = int(choices[int(rng.integers(len(choices)))])
+        A = radar_operator(n_frequencies, grid)
         magnitude = synthesize_targets(A.points, config, rng)
         phase = rng.uniform(0.0, 2 * np.pi, size=magnitude.shape)
         reflectivity = (magnitude * np.exp(1j * phase)).astype(np.complex64)
@@ -203,11 +241,13 @@ class RadarTargets:
         measurements = add_noise(clean.astype(np.complex128), snr_db, rng).astype(np.complex64)
         backprojection = A.H @ measurements
         sample = {
-            "measurements": measurements,
             "backprojection": np.abs(backprojection).reshape(grid).astype(np.float32),
             "target": magnitude.reshape(grid).astype(np.float32),
             "snr_db": np.float32(snr_db),
+            "n_frequencies": np.float32(n_frequencies),
         }
+        if not choices:
+            sample["measurements"] = measurements
         if config["reflectivity"]:
             sample["reflectivity"] = reflectivity.reshape(grid)
         if config["complex_backprojection"]:

@@ -9,11 +9,14 @@ mates) and maps it with a registered backbone (``unet3d`` by default) to the mag
 
 Inputs: ``"magnitude"`` takes ``|A^H y|`` as one channel ``(B, 1, X, Y, Z)`` (or
 ``(B, X, Y, Z)``); ``"complex"`` (CV-Deep2S) takes ``A^H y`` as real and imaginary
-channels ``(B, 2, X, Y, Z)``.
+channels ``(B, 2, X, Y, Z)``. A model with ``conditions`` (``"n_frequencies"``,
+``"snr_db"``) takes one more constant channel per condition after those, holding the raw
+value (a count of frequencies, dB); one such model serves every compression level.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,6 +26,8 @@ from physnet.nn._registry import Model, create
 __all__ = ["Deep2S", "normalize_per_sample"]
 
 _INPUTS = {"magnitude": 1, "complex": 2}
+CONDITION_SCALES = {"n_frequencies": 30.0, "snr_db": 30.0}
+"""The conditions a :class:`Deep2S` accepts, and the value each is divided by."""
 
 
 def normalize_per_sample(x: torch.Tensor, kind: str = "magnitude") -> torch.Tensor:
@@ -57,6 +62,12 @@ class Deep2S(Model, name="deep2s"):
         ``|A^H y|`` as one channel, or ``A^H y`` as real/imaginary channels (CV-Deep2S).
     ndim : int, default 3
         Grid axes (recorded for the Trainer, which stacks fields into channels).
+    conditions : sequence of str, default ()
+        Names among :data:`CONDITION_SCALES`: each adds a constant input channel after
+        the backprojection's, holding the raw value (scaled inside).
+    trained_n_frequencies : sequence of int, optional
+        The compression levels of the training data (recorded for the
+        :class:`~physnet.reconstruction.Reconstructor`, which warns outside them).
 
     Notes
     -----
@@ -79,34 +90,60 @@ class Deep2S(Model, name="deep2s"):
         backbone_config: dict[str, Any] | None = None,
         input: str = "magnitude",
         ndim: int = 3,
+        conditions: Sequence[str] = (),
+        trained_n_frequencies: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if input not in _INPUTS:
             raise ValueError(f"Deep2S: input {input!r} is unknown; expected one of {list(_INPUTS)}")
         if ndim != 3:
             raise ValueError(f"Deep2S: ndim must be 3, got {ndim!r}")
+        unknown = [name for name in conditions if name not in CONDITION_SCALES]
+        if unknown or len(set(conditions)) != len(conditions):
+            raise ValueError(
+                f"Deep2S: conditions {list(conditions)}, expected distinct names among "
+                f"{list(CONDITION_SCALES)}"
+            )
+        channels = _INPUTS[input] + len(conditions)
         config = dict(backbone_config or {})
-        if config.get("in_channels", _INPUTS[input]) != _INPUTS[input]:
+        if config.get("in_channels", channels) != channels:
             raise ValueError(
                 f"Deep2S: backbone_config.in_channels={config['in_channels']} does not fit "
-                f"input={input!r} ({_INPUTS[input]} channel(s))"
+                f"input={input!r} with {len(conditions)} condition(s) ({channels} channel(s))"
             )
-        config["in_channels"] = _INPUTS[input]
+        config["in_channels"] = channels
         if backbone == "deep2s":
             raise ValueError("Deep2S: the backbone cannot be another deep2s")
         self.input = input
+        self.conditions = tuple(conditions)
+        self.trained_n_frequencies = (
+            None if trained_n_frequencies is None else [int(n) for n in trained_n_frequencies]
+        )
+        self.register_buffer(
+            "condition_scales",
+            torch.tensor([CONDITION_SCALES[name] for name in self.conditions]).reshape(
+                1, -1, 1, 1, 1
+            ),
+            persistent=False,
+        )
         self.backbone = create(backbone, **config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map backprojections to magnitudes ``(B, 1, X, Y, Z)``."""
+        """Map backprojections (and conditions) to magnitudes ``(B, 1, X, Y, Z)``."""
         channels = _INPUTS[self.input]
-        if x.ndim == 4 and channels == 1:
+        total = channels + len(self.conditions)
+        if x.ndim == 4 and total == 1:
             x = x.unsqueeze(1)
-        if x.ndim != 5 or x.shape[1] != channels:
+        if x.ndim != 5 or x.shape[1] != total:
+            described = " and ".join([f"{channels} backprojection", *self.conditions])
             raise ValueError(
-                f"Deep2S.forward: input={self.input!r} expects a backprojection of shape "
-                f"(batch, {channels}, X, Y, Z), got {tuple(x.shape)}"
+                f"Deep2S.forward: input={self.input!r} expects (batch, {total}, X, Y, Z) "
+                f"({described} channel(s)), got {tuple(x.shape)}"
             )
+        backprojection, conditions = x[:, :channels], x[:, channels:]
         if self.input == "magnitude":
-            x = x.abs()
-        return self.backbone(normalize_per_sample(x, self.input))
+            backprojection = backprojection.abs()
+        parts = [normalize_per_sample(backprojection, self.input)]
+        if self.conditions:
+            parts.append(conditions / self.condition_scales.to(x.dtype))
+        return self.backbone(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])

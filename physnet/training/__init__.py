@@ -20,11 +20,13 @@ from physnet.training.evaluate import evaluate
 from physnet.training.losses import (
     LOSSES,
     get_loss,
+    l1_ssim,
     mse,
     relative_h1,
     relative_l1,
     relative_l2,
     relative_lp,
+    slice_ssim,
 )
 from physnet.training.trainer import History, Trainer, TrainingDiverged
 
@@ -36,11 +38,13 @@ __all__ = [
     "TrainingDiverged",
     "evaluate",
     "get_loss",
+    "l1_ssim",
     "load_config",
     "mse",
     "relative_h1",
     "relative_l1",
     "relative_l2",
     "relative_lp",
+    "slice_ssim",
     "train_from_config",
 ]

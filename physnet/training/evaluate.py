@@ -107,12 +107,13 @@ def spatial_ndim(model: torch.nn.Module, sample: Mapping[str, Any], names: Itera
     """Number of grid axes of a sample's fields.
 
     The model's ``config["ndim"]`` where it declares one; otherwise the smallest number of
-    axes among the named fields (a field without a channel axis is all grid).
+    axes among the named non-scalar fields (a field without a channel axis is all grid).
     """
     config = getattr(model, "config", None)
     if isinstance(config, Mapping) and isinstance(config.get("ndim"), int):
         return int(config["ndim"])
-    return min(len(getattr(sample[name], "shape", ())) for name in names)
+    axes = [len(getattr(sample[name], "shape", ())) for name in names]
+    return min((n for n in axes if n > 0), default=0)
 
 
 def assemble(
@@ -126,24 +127,36 @@ def assemble(
     """Stack the fields ``names`` of a collated batch along a channel axis.
 
     Each field is ``(batch, *grid)`` (one channel is added) or ``(batch, channels, *grid)``;
-    the result is ``(batch, total channels, *grid)`` in ``dtype`` on ``device``.
+    a scalar field ``(batch,)`` (a condition such as a sample's number of frequencies)
+    becomes a constant channel on the grid of the others. The result is
+    ``(batch, total channels, *grid)`` in ``dtype`` on ``device``.
     """
-    parts = []
+    parts: list[torch.Tensor | None] = []
+    scalars: dict[int, torch.Tensor] = {}
     for name in names:
         tensor = batch[name]
         if not isinstance(tensor, torch.Tensor):
             tensor = torch.as_tensor(tensor)
+        if tensor.ndim == 1:
+            scalars[len(parts)] = tensor
+            parts.append(None)
+            continue
         if tensor.ndim == ndim + 1:
             tensor = tensor.unsqueeze(1)
         elif tensor.ndim != ndim + 2:
             raise ValueError(
                 f"field {name!r}: a batch of shape {tuple(tensor.shape)}, expected (batch, "
-                f"*grid) or (batch, channels, *grid) with {ndim} grid axes"
+                f"*grid) or (batch, channels, *grid) with {ndim} grid axes, or (batch,)"
             )
         parts.append(tensor)
-    grids = {tuple(part.shape[2:]) for part in parts}
+    grids = {tuple(part.shape[2:]) for part in parts if part is not None}
     if len(grids) > 1:
         raise ValueError(f"fields {list(names)} lie on different grids {sorted(grids)}")
+    if not grids:
+        raise ValueError(f"fields {list(names)} are all scalars: no grid to put them on")
+    (grid,) = grids
+    for index, tensor in scalars.items():
+        parts[index] = tensor.reshape(-1, 1, *([1] * ndim)).expand(-1, 1, *grid)
     stacked = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
     return stacked.to(device=device, dtype=dtype, non_blocking=True)
 

@@ -57,7 +57,12 @@ def test_per_sample_snr_in_range_and_determinism():
 
 @pytest.mark.parametrize(
     ("shape", "volume"),
-    [("ellipsoid", 4 / 3 * np.pi * 0.05**3), ("box", 0.1**3)],
+    [
+        ("ellipsoid", 4 / 3 * np.pi * 0.05**3),
+        ("box", 0.1**3),
+        ("cylinder", None),
+        ("pipe", None),
+    ],
 )
 def test_shapes_have_their_analytic_volume(shape, volume, rng):
     points = voxel_grid((41, 41, 41), [(-0.1, 0.1)] * 3)
@@ -75,7 +80,49 @@ def test_shapes_have_their_analytic_volume(shape, volume, rng):
     magnitude = synthesize_targets(points, config, rng)
     assert set(np.unique(magnitude)) == {0.0, 1.0}
     measured = np.count_nonzero(magnitude) * 0.005**3
+    if volume is None:  # the draws after the shape's: half-length and wall thickness
+        radius, length = 0.05, 0.05  # half-length in [1, 2] x the third semi-axis
+        solid = [np.pi * radius**2 * 2 * length * f for f in (1.0, 2.0)]
+        if shape == "cylinder":
+            assert solid[0] * 0.93 <= measured <= solid[1] * 1.07
+        else:  # a wall of 30-50 % of the radius: 51-75 % of the solid's cross-section
+            assert solid[0] * 0.51 * 0.9 <= measured <= solid[1] * 0.75 * 1.1
+        return
     assert measured == pytest.approx(volume, rel=0.05)
+
+
+def test_clusters_are_small_balls(rng):
+    points = voxel_grid((41, 41, 41), [(-0.1, 0.1)] * 3)
+    config = check(
+        {
+            "shapes": ["cluster"],
+            "min_targets": 1,
+            "max_targets": 1,
+            "min_size": 0.02,
+            "max_size": 0.05,
+            "min_magnitude": 1.0,
+            "margin": 0.05,
+        }
+    )
+    magnitude = synthesize_targets(points, config, rng)
+    # 3-8 balls of radius 16-24 mm: between one small ball and eight large ones
+    ball = 4 / 3 * np.pi
+    assert ball * 0.016**3 * 0.8 <= np.count_nonzero(magnitude) * 0.005**3 <= 8 * ball * 0.024**3
+
+
+def test_frequency_choices_draw_per_sample():
+    generator = get_generator("radar-mimo")
+    config = check({"frequency_choices": [2, 3], "grid_shape": [6, 6, 8]})
+    assert "measurements" not in generator.fields(config)
+    counts = set()
+    for index in range(8):
+        sample = sample_of(generator, config, 0, index)
+        counts.add(int(sample["n_frequencies"]))
+        A = radar_operator(int(sample["n_frequencies"]), (6, 6, 8))
+        assert sample["backprojection"].shape == (6, 6, 8) and A.measurement_shape[0] in (2, 3)
+    assert counts == {2, 3}
+    single = sample_of(generator, check({"n_frequencies": 3, "grid_shape": [6, 6, 8]}), 0, 0)
+    assert single["measurements"].shape == (3, 12, 13) and single["n_frequencies"] == 3
 
 
 def test_blobs_are_smooth_and_bounded(rng):
@@ -114,6 +161,8 @@ def test_generate_through_the_framework(tmp_path):
         ({"min_size": 0.1, "max_size": 0.05}, "min_size"),
         ({"grid_shape": [4, 4]}, "grid_shape"),
         ({"n_frequencies": 0}, "n_frequencies"),
+        ({"frequency_choices": [5, 0]}, "frequency_choices"),
+        ({"frequency_choices": [5.5]}, "frequency_choices"),
     ],
 )
 def test_bad_config(config, message):

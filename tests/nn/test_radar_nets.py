@@ -115,6 +115,8 @@ def test_small_training_run_reduces_the_loss():
         (lambda: ResNet3D(n_layers=0), "n_layers"),
         (lambda: Deep2S(input="phase"), "input"),
         (lambda: Deep2S(input="complex", backbone_config={"in_channels": 1}), "in_channels"),
+        (lambda: Deep2S(conditions=["range"]), "conditions"),
+        (lambda: Deep2S(conditions=["snr_db", "snr_db"]), "conditions"),
     ],
 )
 def test_bad_arguments(build, message):
@@ -130,3 +132,17 @@ def test_bad_inputs():
         model.backbone(torch.rand(1, 1, 3, 8, 8))
     with torch.no_grad():
         assert np.isfinite(model(torch.rand(8, 8, 8)[None]).numpy()).all()
+
+
+def test_conditions_are_scaled_constant_channels():
+    torch.manual_seed(0)
+    model = create("deep2s", backbone_config=TINY, conditions=["n_frequencies", "snr_db"]).eval()
+    assert model.backbone.config["in_channels"] == 3
+    x = torch.rand(2, 1, 8, 8, 8)
+    conditions = torch.tensor([15.0, 30.0]).reshape(1, 2, 1, 1, 1).expand(2, 2, 8, 8, 8)
+    with torch.no_grad():
+        out = model(torch.cat([x, conditions], dim=1))
+        expected = model.backbone(torch.cat([normalize_per_sample(x), conditions / 30.0], dim=1))
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match="n_frequencies and snr_db"):
+        model(x)

@@ -23,7 +23,10 @@ DTYPE = torch.float64
 
 # The losses comparing a prediction with a target field of the same shape ("dcdm" takes a
 # (b, flags) target instead; tests/training/test_dcdm_loss.py covers it).
-FIELD_LOSSES = sorted(set(LOSSES) - {"dcdm", "dcdm_energy", "dcdm_unrolled", "multigrid_es"})
+VOLUME_LOSSES = {"l1_ssim"}  # need x-y slices of at least the 11-point SSIM window
+FIELD_LOSSES = sorted(
+    set(LOSSES) - {"dcdm", "dcdm_energy", "dcdm_unrolled", "multigrid_es"} - VOLUME_LOSSES
+)
 
 
 @pytest.fixture
@@ -257,6 +260,7 @@ def test_registry():
         "relative_l1",
         "relative_h1",
         "mse",
+        "l1_ssim",
         "dcdm",
         "dcdm_energy",
         "dcdm_unrolled",
@@ -267,3 +271,42 @@ def test_registry():
         get_loss("l2")
     with pytest.raises(TypeError):
         LOSSES["mine"] = mse  # read-only
+
+
+@pytest.fixture
+def volumes(rng):
+    target = rng.uniform(size=(3, 1, 13, 12, 5)) * (rng.uniform(size=(3, 1, 13, 12, 5)) > 0.7)
+    prediction = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1)
+    return prediction, target
+
+
+def test_slice_ssim_matches_the_metric(volumes):
+    from physnet.metrics import ssim
+    from physnet.training.losses import slice_ssim
+
+    prediction, target = volumes
+    values = slice_ssim(torch.from_numpy(prediction), torch.from_numpy(target))
+    np.testing.assert_allclose(values.numpy(), ssim(prediction[:, 0], target[:, 0]), rtol=1e-12)
+
+
+def test_l1_ssim_is_l1_plus_ssim_deficit(volumes):
+    from physnet.metrics import ssim
+
+    prediction, target = volumes
+    loss = get_loss("l1_ssim")
+    per_sample = loss(torch.from_numpy(prediction), torch.from_numpy(target), reduction="none")
+    expected = np.abs(prediction - target).reshape(3, -1).mean(axis=1)
+    expected += 1 - ssim(prediction[:, 0], target[:, 0])
+    np.testing.assert_allclose(per_sample.numpy(), expected, rtol=1e-12)
+    torch.testing.assert_close(
+        loss(torch.from_numpy(prediction), torch.from_numpy(target)), per_sample.mean()
+    )
+    tensor = torch.from_numpy(prediction).requires_grad_()
+    loss(tensor, torch.from_numpy(target)).backward()
+    assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+
+
+def test_l1_ssim_refuses_volumes_smaller_than_the_window(pair):
+    prediction, target = (torch.from_numpy(a) for a in pair)
+    with pytest.raises(ValueError, match="smaller than the 11-point window"):
+        get_loss("l1_ssim")(prediction, target)

@@ -272,6 +272,18 @@ def test_fields_are_stacked_along_channels():
     assert len(Trainer(model, epochs=1, **FAST).fit(dataset)) == 1
 
 
+def test_scalar_fields_become_constant_channels():
+    batch = {"image": torch.arange(12.0).reshape(2, 2, 3), "count": torch.tensor([5.0, 30.0])}
+    cpu = torch.device("cpu")
+    x = assemble(batch, ("image", "count"), 2, dtype=torch.float64, device=cpu)
+    assert x.shape == (2, 2, 2, 3) and x.dtype == torch.float64
+    assert torch.equal(x[:, 0], batch["image"].double())
+    assert torch.equal(x[0, 1], torch.full((2, 3), 5.0, dtype=torch.float64))
+    assert torch.equal(x[1, 1], torch.full((2, 3), 30.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="all scalars"):
+        assemble(batch, ("count",), 2, dtype=torch.float32, device=cpu)
+
+
 def test_progress_bars_run(capsys, data):
     train, val = data
     Trainer(make_model(), epochs=1, batch_size=4, progress=True).fit(train, val)
