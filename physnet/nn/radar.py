@@ -68,6 +68,10 @@ class Deep2S(Model, name="deep2s"):
     trained_n_frequencies : sequence of int, optional
         The compression levels of the training data (recorded for the
         :class:`~physnet.reconstruction.Reconstructor`, which warns outside them).
+    threshold : float, default 0.0
+        In evaluation mode, output magnitudes below it are set to zero (the model's
+        decision that a voxel is empty; tuned on validation data after training, see
+        the ``radar-deep2s`` card). Training sees the unthresholded output.
 
     Notes
     -----
@@ -92,6 +96,7 @@ class Deep2S(Model, name="deep2s"):
         ndim: int = 3,
         conditions: Sequence[str] = (),
         trained_n_frequencies: Sequence[int] | None = None,
+        threshold: float = 0.0,
     ) -> None:
         super().__init__()
         if input not in _INPUTS:
@@ -114,7 +119,10 @@ class Deep2S(Model, name="deep2s"):
         config["in_channels"] = channels
         if backbone == "deep2s":
             raise ValueError("Deep2S: the backbone cannot be another deep2s")
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"Deep2S: threshold={threshold!r}, expected a number in [0, 1)")
         self.input = input
+        self.threshold = float(threshold)
         self.conditions = tuple(conditions)
         self.trained_n_frequencies = (
             None if trained_n_frequencies is None else [int(n) for n in trained_n_frequencies]
@@ -146,4 +154,7 @@ class Deep2S(Model, name="deep2s"):
         parts = [normalize_per_sample(backprojection, self.input)]
         if self.conditions:
             parts.append(conditions / self.condition_scales.to(x.dtype))
-        return self.backbone(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+        output = self.backbone(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+        if self.threshold > 0 and not self.training:
+            output = torch.where(output >= self.threshold, output, torch.zeros_like(output))
+        return output

@@ -116,6 +116,7 @@ def test_small_training_run_reduces_the_loss():
         (lambda: Deep2S(input="phase"), "input"),
         (lambda: Deep2S(input="complex", backbone_config={"in_channels": 1}), "in_channels"),
         (lambda: Deep2S(conditions=["range"]), "conditions"),
+        (lambda: Deep2S(threshold=1.0), "threshold"),
         (lambda: Deep2S(conditions=["snr_db", "snr_db"]), "conditions"),
     ],
 )
@@ -146,3 +147,17 @@ def test_conditions_are_scaled_constant_channels():
     torch.testing.assert_close(out, expected)
     with pytest.raises(ValueError, match="n_frequencies and snr_db"):
         model(x)
+
+
+def test_threshold_zeroes_small_outputs_in_evaluation_only():
+    torch.manual_seed(0)
+    model = create("deep2s", backbone_config=TINY)
+    thresholded = create("deep2s", backbone_config=TINY, threshold=0.5)
+    thresholded.load_state_dict(model.state_dict())
+    x = torch.rand(2, 1, 8, 8, 8)
+    with torch.no_grad():
+        plain, cut = model.eval()(x), thresholded.eval()(x)
+        torch.testing.assert_close(cut, torch.where(plain >= 0.5, plain, 0.0))
+        assert (plain < 0.5).any()
+        thresholded.train()
+        torch.testing.assert_close(thresholded(x), model.train()(x))
