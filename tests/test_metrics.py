@@ -1,11 +1,21 @@
-"""PSNR, slice-averaged SSIM and 3-D SSIM against independent references."""
+"""PSNR, slice-averaged SSIM, 3-D SSIM and the support-aware figures against independent
+references and hand-computed numbers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from physnet.metrics import gaussian_window, psnr, ssim, ssim3d
+from physnet.metrics import (
+    false_alarm_energy,
+    false_alarm_fraction,
+    gaussian_window,
+    psnr,
+    ssim,
+    ssim3d,
+    support,
+    support_psnr,
+)
 
 
 def volumes(rng, shape=(25, 25, 49)):
@@ -71,7 +81,54 @@ def test_batches_and_window():
     assert ssim(a, a).shape == (2,) and ssim3d(a, a).shape == (2,)
 
 
-@pytest.mark.parametrize("metric", [psnr, ssim, ssim3d])
+def two_voxel_scene():
+    """A 5^3 volume with targets at (1, 1, 1) (0.5) and (3, 3, 3) (1.0); the estimate
+    misses the first by 0.1, hits the second, and puts 0.3 at (1, 2, 1) (a neighbour of
+    the first target) and 0.2 at (0, 4, 4) (far from both)."""
+    reference = np.zeros((5, 5, 5))
+    reference[1, 1, 1], reference[3, 3, 3] = 0.5, 1.0
+    estimate = np.zeros((5, 5, 5))
+    estimate[1, 1, 1], estimate[3, 3, 3] = 0.4, 1.0
+    estimate[1, 2, 1], estimate[0, 4, 4] = 0.3, 0.2
+    return estimate, reference
+
+
+def test_support_and_its_dilation():
+    _, reference = two_voxel_scene()
+    assert support(reference).sum() == 2
+    dilated = support(reference, dilation=1)
+    assert dilated.sum() == 2 * 27 - 1  # two 3x3x3 cubes sharing the voxel (2, 2, 2)
+    assert dilated[0, 0, 0] and dilated[2, 2, 2] and dilated[4, 4, 4] and not dilated[0, 4, 4]
+    assert support(reference, dilation=2).sum() == 2 * 4**3 - 3**3  # clipped at the faces
+    batch = support(np.stack([reference, np.zeros_like(reference)]), dilation=1)
+    assert batch[0].sum() == 53 and batch[1].sum() == 0  # no dilation across volumes
+
+
+def test_support_psnr_by_hand():
+    estimate, reference = two_voxel_scene()
+    # support {(1,1,1), (3,3,3)}: errors 0.1 and 0 -> mse 0.005
+    assert support_psnr(estimate, reference) == pytest.approx(10 * np.log10(1 / 0.005))
+    # dilated: 53 voxels, squared errors 0.01 + 0.09 (the neighbour at (1,2,1))
+    assert support_psnr(estimate, reference, dilation=1) == pytest.approx(10 * np.log10(53 / 0.1))
+    assert support_psnr(reference, reference) == np.inf
+    batch = support_psnr(np.stack([estimate, estimate]), np.stack([reference, 0 * reference]))
+    assert batch[0] == pytest.approx(10 * np.log10(200)) and np.isnan(batch[1])
+
+
+def test_false_alarm_energy_and_fraction_by_hand():
+    estimate, reference = two_voxel_scene()
+    energy = 0.5**2 + 1.0**2  # 1.25
+    # off the support: 0.3 and 0.2
+    assert false_alarm_energy(estimate, reference) == pytest.approx((0.09 + 0.04) / energy)
+    assert false_alarm_energy(estimate, reference, dilation=1) == pytest.approx(0.04 / energy)
+    assert false_alarm_fraction(estimate, reference) == pytest.approx(2 / 123)
+    assert false_alarm_fraction(estimate, reference, threshold=0.25) == pytest.approx(1 / 123)
+    assert false_alarm_fraction(estimate, reference, dilation=1) == pytest.approx(1 / 72)
+    batch = false_alarm_energy(np.stack([estimate, reference]), np.stack([reference, reference]))
+    np.testing.assert_allclose(batch, [0.104, 0.0])
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim, ssim3d, support_psnr, false_alarm_energy])
 def test_bad_inputs(metric):
     with pytest.raises(ValueError, match="equal shapes"):
         metric(np.zeros((11, 11, 11)), np.zeros((11, 11, 12)))
@@ -84,3 +141,10 @@ def test_bad_inputs(metric):
 def test_window_larger_than_volume():
     with pytest.raises(ValueError, match="smaller than the 11-point window"):
         ssim3d(np.zeros((25, 25, 5)), np.zeros((25, 25, 5)))
+
+
+def test_bad_dilation():
+    with pytest.raises(ValueError, match="dilation"):
+        support(np.zeros((3, 3, 3)), dilation=-1)
+    with pytest.raises(ValueError, match="dilation"):
+        false_alarm_energy(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), dilation=1.5)
