@@ -1,4 +1,4 @@
-"""Atomic file output and the one error type for unreadable input files.
+"""Atomic file output, the one error type for unreadable input files, and shard naming.
 
 Every file physnet writes goes through :func:`atomic_write` (or :func:`atomic_path` for
 libraries that only accept a path): the data goes to a temporary file in the target's
@@ -8,6 +8,11 @@ the complete new one, never a partial file.
 
 Readers report a file they cannot use with :class:`FileFormatError`, whose message is one
 line naming the file and what was wrong; the command line prints it without a traceback.
+
+Commands that split their work over processes (``physnet generate``, ``physnet
+reconstruct``) take the process's place from :func:`rank_and_world_size` (arguments, else
+the ``RANK`` and ``WORLD_SIZE`` environment variables that ``torchrun`` and job arrays set)
+and write it to :func:`shard_path`, which a merge step joins.
 
 Examples
 --------
@@ -27,6 +32,7 @@ array([0., 1., 2.])
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import tempfile
 from collections.abc import Iterator
@@ -42,7 +48,9 @@ __all__ = [
     "check_readable",
     "load_npy",
     "publish",
+    "rank_and_world_size",
     "save_npy",
+    "shard_path",
     "write_text",
 ]
 
@@ -294,3 +302,70 @@ def check_readable(path: str | os.PathLike) -> None:
         raise FileFormatError(path, "no such file")
     if not os.path.isfile(path):
         raise FileFormatError(path, "is not a regular file")
+
+
+def shard_path(out: str | os.PathLike, rank: int, world_size: int) -> Path:
+    """The file rank ``rank`` of ``world_size`` writes: ``OUT.shard-R-of-W.h5``.
+
+    Examples
+    --------
+    >>> shard_path("data/fields.h5", 1, 4).name
+    'fields.h5.shard-1-of-4.h5'
+    """
+    out = Path(out)
+    return out.with_name(f"{out.name}.shard-{rank}-of-{world_size}.h5")
+
+
+def rank_and_world_size(rank: int | None, world_size: int | None, where: str) -> tuple[int, int]:
+    """This process's ``(rank, world_size)``: the arguments, else ``$RANK`` and ``$WORLD_SIZE``.
+
+    Neither given (nor set) means one process, ``(0, 1)``.
+
+    Raises
+    ------
+    ValueError
+        For a rank without a world size or the reverse, a world size below 1, a rank outside
+        ``[0, world_size - 1]``, or an environment variable that is not an integer (each
+        message starts with ``where``).
+    TypeError
+        For a rank or world size that is not an integer.
+
+    Examples
+    --------
+    >>> rank_and_world_size(1, 4, "generate")
+    (1, 4)
+    """
+    if world_size is None:
+        world_size = _environment_integer("WORLD_SIZE", where)
+    if rank is None:
+        rank = _environment_integer("RANK", where)
+    if world_size is None:
+        if rank not in (None, 0):
+            raise ValueError(f"{where}: rank={rank} is given without world_size")
+        return 0, 1
+    world_size = _check_integer(f"{where}: world_size", world_size, 1)
+    if rank is None:
+        raise ValueError(f"{where}: world_size={world_size} is given without rank (or RANK)")
+    rank = _check_integer(f"{where}: rank", rank, 0, world_size - 1)
+    return rank, world_size
+
+
+def _environment_integer(variable: str, where: str) -> int | None:
+    value = os.environ.get(variable)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"{where}: environment variable {variable}={value!r}, expected an integer"
+        ) from None
+
+
+def _check_integer(where: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where}: expected an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{where}: {value}, expected an integer {bound}")
+    return int(value)

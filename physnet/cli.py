@@ -660,25 +660,66 @@ def _add_reconstruct_parser(subparsers: Any) -> None:
         description=(
             "Reconstruct |x| volumes from near-field MIMO measurements in an HDF5 file (a "
             "complex (B, K, T, R) field, e.g. a radar-mimo store) with a trained two-stage "
-            "network, in batches, into VOLUMES.h5 (dataset 'reconstruction')."
+            "network, in batches, into VOLUMES.h5 (dataset 'reconstruction'). Sharded by "
+            "RANK/WORLD_SIZE like generate: each rank writes the volumes i with "
+            "i % WORLD_SIZE == RANK to OUT.shard-RANK-of-WORLD_SIZE.h5, and one run with "
+            "--merge joins them into OUT (the single-process result, bit for bit)."
         ),
     )
-    parser.add_argument("measurements", help="HDF5 file with the measurements")
+    parser.add_argument(
+        "measurements", nargs="?", help="HDF5 file with the measurements (not with --merge)"
+    )
     parser.add_argument("--out", required=True, help="output HDF5 file of volumes")
     parser.add_argument(
         "--model", default="radar-deep2s", help="pretrained name or checkpoint (.safetensors)"
     )
     parser.add_argument("--field", default="measurements", help="measurement field of the input")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--snr-db",
+        type=float,
+        default=None,
+        help="the measurements' SNR in dB (required by models conditioned on it)",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    parser.add_argument("--rank", type=int, default=None, help="shard index (default $RANK)")
+    parser.add_argument(
+        "--world-size", type=int, default=None, help="number of shards (default $WORLD_SIZE)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge the --world-size finished shard files of --out into --out (run once, "
+        "after every rank has finished) instead of reconstructing",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_json(parser)
     parser.set_defaults(handler=_reconstruct_command)
 
 
 def _reconstruct_command(args: argparse.Namespace) -> int:
-    from physnet.reconstruction import reconstruct_file
+    import time
 
+    from physnet.reconstruction import merge_shards, reconstruct_file
+
+    if args.merge:
+        if args.world_size is None:
+            raise CommandError("--merge needs --world-size, the number of shards to merge")
+        if args.measurements is not None:
+            raise CommandError("--merge takes no measurements file, only --out and --world-size")
+        _check_output(args.out, "--out")
+        start = time.perf_counter()
+        record = merge_shards(args.out, args.world_size)
+        record["seconds"] = time.perf_counter() - start
+        if args.json:
+            print(json.dumps(record, indent=2))
+        else:
+            print(
+                f"merged {args.world_size} shards: {record['volumes']} volumes into {record['out']}"
+            )
+        return 0
+    if args.measurements is None:
+        raise CommandError("the measurements file is missing (physnet reconstruct FILE --out ...)")
     if args.batch_size < 1:
         raise CommandError(f"--batch-size {args.batch_size}: expected a positive integer")
     device = None if args.device is None else _device(args.device)
@@ -691,13 +732,27 @@ def _reconstruct_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=device,
         progress=not (args.no_progress or args.json),
+        snr_db=args.snr_db,
+        rank=args.rank,
+        world_size=args.world_size,
     )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        shard = (
+            f" (shard {report['rank']} of {report['world_size']})"
+            if report["world_size"] > 1
+            else ""
+        )
+        conditions = ", ".join(
+            f"{name} = {value:g}" for name, value in report["conditions"].items()
+        )
         print(
-            f"wrote {report['volumes']} volumes {tuple(report['grid_shape'])} to {report['out']} "
-            f"in {report['seconds']:.1f} s ({1e3 * report['seconds_per_volume']:.1f} ms per volume)"
+            f"wrote {report['volumes']} volumes {tuple(report['grid_shape'])} to {report['out']}"
+            f"{shard} in {report['seconds']:.1f} s "
+            f"({1e3 * report['seconds_per_volume']:.1f} ms per volume)\n"
+            f"model {report['model']}, N_f = {report['n_frequencies']}"
+            + (f", conditioned on {conditions}" if conditions else " (not conditioned)")
         )
     return 0
 

@@ -170,7 +170,8 @@ def parse_physnet(document: Document, argv: list[str]) -> None:
         document.need(args.data, "the data")
     elif args.command == "reconstruct":
         assert args.model in PRETRAINED or args.model.endswith(".safetensors"), args.model
-        document.need(args.measurements, "the measurements")
+        if not args.merge:  # a merge reads the shards the ranks' commands wrote
+            document.need(args.measurements, "the measurements")
         document.make(args.out)
     elif args.command == "bench":
         run_script(document, [f"benchmarks/{args.name}.py", *args.arguments])

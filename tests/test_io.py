@@ -1,4 +1,4 @@
-"""Atomic writes and the unreadable-file error."""
+"""Atomic writes, the unreadable-file error, and the rank/shard helpers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from physnet._io import (
     atomic_write,
     check_readable,
     load_npy,
+    rank_and_world_size,
     save_npy,
+    shard_path,
     write_text,
 )
 
@@ -139,3 +141,44 @@ def test_file_format_error():
     assert type(copy) is FileFormatError
     assert str(copy) == str(error)
     assert (copy.path, copy.reason) == (error.path, error.reason)
+
+
+def test_rank_and_world_size_from_arguments_or_environment(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert rank_and_world_size(None, None, "job") == (0, 1)
+    assert rank_and_world_size(0, None, "job") == (0, 1)
+    assert rank_and_world_size(2, 3, "job") == (2, 3)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert rank_and_world_size(None, None, "job") == (1, 4)
+    assert rank_and_world_size(3, None, "job") == (3, 4)  # arguments win
+    assert (
+        shard_path("out/v.h5", 1, 4) == shard_path("out/v.h5", 1, 4).parent / "v.h5.shard-1-of-4.h5"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rank", "world_size", "environment", "error", "message"),
+    [
+        (1, None, {}, ValueError, "job: rank=1 is given without world_size"),
+        (None, 2, {}, ValueError, r"job: world_size=2 is given without rank \(or RANK\)"),
+        (2, 2, {}, ValueError, r"job: rank: 2, expected an integer in \[0, 1\]"),
+        (0, 0, {}, ValueError, "job: world_size: 0, expected an integer >= 1"),
+        (0, 2.0, {}, TypeError, "job: world_size: expected an integer, got 2.0"),
+        (
+            None,
+            None,
+            {"RANK": "x", "WORLD_SIZE": "2"},
+            ValueError,
+            "job: environment variable RANK='x'",
+        ),
+    ],
+)
+def test_rank_and_world_size_errors(monkeypatch, rank, world_size, environment, error, message):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(error, match=message):
+        rank_and_world_size(rank, world_size, "job")

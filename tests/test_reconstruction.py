@@ -1,4 +1,5 @@
-"""The reconstruction pipeline: arrays and files, batch independence, errors."""
+"""The reconstruction pipeline: arrays and files, batch independence, sharding by rank,
+conditioned models, errors."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ torch = pytest.importorskip("torch")
 h5py = pytest.importorskip("h5py")
 
 import physnet.nn  # noqa: E402
-from physnet._io import FileFormatError  # noqa: E402
+from physnet._io import FileFormatError, shard_path  # noqa: E402
 from physnet.datasets.generate import generate  # noqa: E402
 from physnet.operators import NearFieldMIMO  # noqa: E402
-from physnet.reconstruction import Reconstructor, reconstruct, reconstruct_file  # noqa: E402
+from physnet.reconstruction import (  # noqa: E402
+    Reconstructor,
+    merge_shards,
+    reconstruct,
+    reconstruct_file,
+)
 
 GRID = (8, 8, 12)
 SMALL = {"n_frequencies": 3, "grid_shape": list(GRID)}
@@ -148,3 +154,138 @@ def test_pretrained_deep2s_improves_on_backprojection():
     back /= back.max(axis=(1, 2, 3), keepdims=True)
     assert np.mean(psnr(volumes, truth)) > np.mean(psnr(back, truth)) + 3.0
     assert np.mean(ssim(volumes, truth)) > np.mean(ssim(back, truth)) + 0.05
+
+
+# --- sharding by rank ----------------------------------------------------------------------
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "model.safetensors"
+    physnet.nn.save(tiny_model(), path)
+    return path
+
+
+def test_sharded_reconstruction_merges_to_the_single_process_file(
+    store, checkpoint, tmp_path, monkeypatch
+):
+    single = tmp_path / "single.h5"
+    reconstruct_file(store, single, checkpoint, batch_size=2, progress=False)
+    out = tmp_path / "sharded.h5"
+    reports = [
+        reconstruct_file(store, out, checkpoint, batch_size=2, progress=False, rank=0, world_size=2)
+    ]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    reports.append(reconstruct_file(store, out, checkpoint, batch_size=2, progress=False))
+    assert [(r["rank"], r["world_size"], r["volumes"]) for r in reports] == [(0, 2, 3), (1, 2, 2)]
+    assert reports[1]["out"] == os.fspath(shard_path(out, 1, 2)) and not out.exists()
+    summary = merge_shards(out, 2)
+    assert summary["volumes"] == 5 and summary["n_frequencies"] == 3
+    assert not shard_path(out, 0, 2).exists() and not shard_path(out, 1, 2).exists()
+    with h5py.File(single, "r") as expected, h5py.File(out, "r") as merged:
+        a, b = expected["reconstruction"], merged["reconstruction"]
+        assert a.shape == b.shape and a.dtype == b.dtype and a.chunks == b.chunks
+        assert a[...].tobytes() == b[...].tobytes()
+        assert dict(merged.attrs).keys() == dict(expected.attrs).keys()
+        for name, value in expected.attrs.items():
+            np.testing.assert_array_equal(merged.attrs[name], value)
+
+
+def test_sharding_errors(store, checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "v.h5"
+    options = {"batch_size": 2, "progress": False}
+    with pytest.raises(ValueError, match="rank=1 is given without world_size"):
+        reconstruct_file(store, out, checkpoint, rank=1, **options)
+    with pytest.raises(
+        ValueError, match=r"reconstruct_file: rank: 2, expected an integer in \[0, 1\]"
+    ):
+        reconstruct_file(store, out, checkpoint, rank=2, world_size=2, **options)
+    with pytest.raises(ValueError, match="world_size=6 exceeds the 5 volumes"):
+        reconstruct_file(store, out, checkpoint, rank=0, world_size=6, **options)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two', expected an integer"):
+        reconstruct_file(store, out, checkpoint, rank=0, **options)
+    monkeypatch.delenv("WORLD_SIZE")
+    reconstruct_file(store, out, checkpoint, rank=0, world_size=2, **options)
+    with pytest.raises(FileNotFoundError, match=r"missing shard\(s\).*shard-1-of-2"):
+        merge_shards(out, 2)
+    reconstruct_file(store, out, checkpoint, rank=1, world_size=3, **options)
+    shard_path(out, 1, 3).rename(shard_path(out, 1, 2))
+    with pytest.raises(FileFormatError, match="is shard 1 of 3, expected shard 1 of 2"):
+        merge_shards(out, 2)
+    with pytest.raises(ValueError, match="world_size=0"):
+        merge_shards(out, 0)
+    assert not out.exists() and shard_path(out, 0, 2).exists()
+
+
+# --- conditioned models --------------------------------------------------------------------
+class Recorder(torch.nn.Module):
+    """A stand-in for a conditioned Deep2S: records its input, returns its first channel."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.inputs = []
+
+    def forward(self, x):
+        expected = (2 if self.config["input"] == "complex" else 1) + len(self.config["conditions"])
+        assert x.shape[1] == expected
+        self.inputs.append(x.clone())
+        return self.scale * x[:, :1]
+
+
+@pytest.mark.parametrize("input_kind", ["magnitude", "complex"])
+def test_condition_channels_hold_the_raw_values(measurements, input_kind):
+    A, y = measurements
+    model = Recorder({"input": input_kind, "conditions": ["snr_db", "n_frequencies"]})
+    volumes = reconstruct(y, model, operator=A, batch_size=4, snr_db=12.5)
+    assert volumes.shape == (5, *GRID)
+    channels = 2 if input_kind == "complex" else 1
+    for x in model.inputs:
+        assert x.shape == (4, channels + 2, *GRID)
+        assert torch.all(x[:, channels] == 12.5) and torch.all(x[:, channels + 1] == 3.0)
+    back = A.H @ y[0]
+    first = model.inputs[0][0, 0].numpy()
+    expected = back.real if input_kind == "complex" else np.abs(back)
+    np.testing.assert_array_equal(first, expected.reshape(GRID).astype(np.float32))
+
+
+def test_conditioned_deep2s_end_to_end(measurements, store, tmp_path):
+    A, y = measurements
+    torch.manual_seed(0)
+    model = physnet.nn.create(
+        "deep2s",
+        conditions=["n_frequencies"],
+        trained_n_frequencies=[3, 15],
+        backbone_config={"channels": [4], "head_channels": 4},
+    ).eval()
+    volumes = reconstruct(y, model, operator=A, batch_size=2)
+    assert volumes.shape == (5, *GRID) and np.all(np.isfinite(volumes))
+    report = reconstruct_file(store, tmp_path / "v.h5", model, batch_size=2, progress=False)
+    assert report["conditions"] == {"n_frequencies": 3.0} and report["n_frequencies"] == 3
+    assert report["model"] == "deep2s"
+    with h5py.File(tmp_path / "v.h5", "r") as f:
+        assert f.attrs["conditions"] == '{"n_frequencies": 3.0}'
+
+
+def test_condition_errors_and_the_training_warning(measurements):
+    A, y = measurements
+    with pytest.raises(ValueError, match="conditions on snr_db; pass snr_db="):
+        Reconstructor(Recorder({"input": "magnitude", "conditions": ["snr_db"]}), operator=A)
+    with pytest.raises(ValueError, match=r"conditions on \['depth'\]; supported"):
+        Reconstructor(Recorder({"input": "magnitude", "conditions": ["depth"]}))
+    with pytest.raises(ValueError, match="snr_db=nan"):
+        Reconstructor(tiny_model(), snr_db=float("nan"))
+    conditioned = Recorder({"input": "magnitude", "conditions": ["n_frequencies"]})
+    with pytest.raises(ValueError, match="no operator is known yet"):
+        Reconstructor(conditioned).network(np.ones((1, *GRID), np.complex64))
+    model = Recorder(
+        {"input": "magnitude", "conditions": ["n_frequencies"], "trained_n_frequencies": [15]}
+    )
+    reconstructor = Reconstructor(model, operator=A, batch_size=2, progress=False)
+    with pytest.warns(UserWarning, match=r"trained at N_f in \[15\].*N_f = 3") as record:
+        volumes = reconstructor(y)
+        reconstructor(y[:1])
+    assert len(record) == 1 and volumes.shape == (5, *GRID)
+    unconditioned = Reconstructor(tiny_model(), operator=A, snr_db=30.0, progress=False)
+    assert unconditioned.condition_values() == {} and unconditioned(y[0]).shape == GRID

@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from physnet._io import rank_and_world_size, shard_path
 from physnet._toml import load_toml
 from physnet.datasets.store import (
     StoreDataset,
@@ -532,46 +533,6 @@ def split_indices(n_samples: int, fractions: Mapping[str, float]) -> dict[str, n
 # --- running ------------------------------------------------------------------------------
 
 
-def shard_path(out: str | os.PathLike, rank: int, world_size: int) -> Path:
-    """The file rank ``rank`` of ``world_size`` writes: ``OUT.shard-R-of-W.h5``.
-
-    Examples
-    --------
-    >>> shard_path("data/fields.h5", 1, 4).name
-    'fields.h5.shard-1-of-4.h5'
-    """
-    out = Path(out)
-    return out.with_name(f"{out.name}.shard-{rank}-of-{world_size}.h5")
-
-
-def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if world_size is None:
-        world_size = _environment_integer("WORLD_SIZE")
-    if rank is None:
-        rank = _environment_integer("RANK")
-    if world_size is None:
-        if rank not in (None, 0):
-            raise ValueError(f"generate: rank={rank} is given without world_size")
-        return 0, 1
-    world_size = _check_count("generate: world_size", world_size, 1)
-    if rank is None:
-        raise ValueError(f"generate: world_size={world_size} is given without rank (or RANK)")
-    rank = _check_count("generate: rank", rank, 0, world_size - 1)
-    return rank, world_size
-
-
-def _environment_integer(variable: str) -> int | None:
-    value = os.environ.get(variable)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(
-            f"generate: environment variable {variable}={value!r}, expected an integer"
-        ) from None
-
-
 def generate(
     name_or_config: str | os.PathLike,
     out: str | os.PathLike,
@@ -641,7 +602,7 @@ def generate(
     """
     plan = plan_generation(name_or_config, samples=samples, seed=seed, overrides=overrides)
     workers = _check_count("generate: workers", workers, 1)
-    rank, world_size = _rank_and_world_size(rank, world_size)
+    rank, world_size = rank_and_world_size(rank, world_size, "generate")
     generator = get_generator(plan.generator)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

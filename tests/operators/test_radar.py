@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from physnet.operators import NearFieldMIMO, cross_array, linear_frequencies, voxel_grid
-from physnet.operators.radar import SPEED_OF_LIGHT
+from physnet.operators.radar import SPEED_OF_LIGHT, _NumpyCore
 from physnet.testing import dot_product_test
 
 SMALL = {"n_frequencies": 3, "grid_shape": (4, 5, 6)}
@@ -129,6 +129,45 @@ def test_chunked_and_uncached_applies_agree(rng):
     np.testing.assert_allclose(B @ x, A @ x, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(B.H @ y, A.H @ y, rtol=1e-12, atol=1e-15)
     assert not B._tables and A._tables
+
+
+def relative_error(value, expected):
+    return np.linalg.norm(value - expected) / np.linalg.norm(expected)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("batch", [1, 3, _NumpyCore.TILE_BATCH, 11])
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "uncached"])
+def test_fused_and_tile_applies_match_the_dense_matrix(rng, monkeypatch, dtype, batch, cached):
+    # 720 voxels: two blocks of the fused kernels; tiles of 64 voxels and a short last one.
+    kwargs = {} if cached else {"table_bytes": 0}
+    A = NearFieldMIMO(n_frequencies=3, grid_shape=(8, 9, 10), dtype=dtype, **kwargs)
+    if cached:
+        m = A.shape[0]
+        monkeypatch.setattr(_NumpyCore, "TILE_BYTES", 3 * m * np.dtype(dtype).itemsize // 2 * 64)
+    else:
+        A.workspace_bytes = 1 << 16  # voxel chunks of the tables as well
+    dense = NearFieldMIMO(n_frequencies=3, grid_shape=(8, 9, 10), dtype=np.complex128).dense()
+    x = complex_normal(rng, (batch, A.shape[1]), dtype)
+    y = complex_normal(rng, (batch, *A.measurement_shape), dtype)
+    forward, back = A @ x, A.H @ y
+    assert forward.dtype == dtype and back.dtype == dtype
+    assert forward.shape == (batch, *A.measurement_shape) and back.shape == (batch, A.shape[1])
+    tol = 1e-13 if dtype == np.complex128 else 2e-6
+    assert relative_error(forward.reshape(batch, -1), x @ dense.T) < tol
+    assert relative_error(back, y.reshape(batch, -1) @ dense.conj()) < tol
+    assert bool(A._tables) == cached
+    # <A x, y> = <x, A^H y> over the whole batch
+    left, right = np.vdot(forward, y), np.vdot(x, back)
+    assert abs(left - right) <= tol * np.linalg.norm(forward) * np.linalg.norm(y)
+
+
+def test_batch_mates_do_not_change_a_fused_result(rng):
+    A = NearFieldMIMO(**SMALL)
+    y = complex_normal(rng, (_NumpyCore.TILE_BATCH - 1, *A.measurement_shape), np.complex64)
+    x = complex_normal(rng, (_NumpyCore.TILE_BATCH - 1, A.shape[1]), np.complex64)
+    np.testing.assert_array_equal(A.H @ y[2], (A.H @ y)[2])
+    np.testing.assert_array_equal(A @ x[2], (A @ x)[2])
 
 
 def test_complex64_agrees_with_complex128(rng):
