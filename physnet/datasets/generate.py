@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from physnet._io import _check_integer as _check_count
 from physnet._io import rank_and_world_size, shard_path
 from physnet._toml import load_toml
 from physnet.datasets.store import (
@@ -394,15 +395,6 @@ class GenerationPlan:
     config: dict[str, Any]
     splits: dict[str, float]
     source: str
-
-
-def _check_count(where: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where}: expected an integer, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"{where}: {value}, expected an integer {bound}")
-    return int(value)
 
 
 def _check_split_fractions(where: str, splits: Any) -> dict[str, float]:

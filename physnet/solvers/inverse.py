@@ -194,14 +194,9 @@ def tikhonov(
     """
     regularization = _positive("tikhonov", "regularization", regularization, allow_zero=True)
     batch_size = _check_batch_size("tikhonov", batch_size)
-    rows, batch, like = _measurements("tikhonov", A, y)
-    operator = aslinearoperator(A)
-    scale = operator_norm(A) if norm is None else _positive("tikhonov", "norm", norm)
-    dtype = np.result_type(operator.dtype, rows.dtype, np.complex64)
-    normal = _NormalRows(operator, scale, regularization, dtype)
+    rows, batch, like, normal, out = _batched_normal_problem("tikhonov", A, y, norm, regularization)
     from tqdm.auto import tqdm
 
-    out = np.empty((rows.shape[0], operator.shape[1]), dtype=dtype)
     with tqdm(total=rows.shape[0], desc="Tikhonov", unit="volume", disable=not progress) as bar:
         for start in range(0, rows.shape[0], batch_size):
             stop = min(start + batch_size, rows.shape[0])
@@ -226,6 +221,17 @@ def _check_batch_size(function: str, batch_size: Any) -> int:
     if batch_size < 1:
         raise ValueError(f"{function}: batch_size={batch_size!r}, expected a positive integer")
     return int(batch_size)
+
+
+def _batched_normal_problem(function: str, A: Any, y: Any, norm: float | None, shift: float):
+    """The measurement rows, the scaled normal operator ``Â^H Â + shift I`` and the output."""
+    rows, batch, like = _measurements(function, A, y)
+    operator = aslinearoperator(A)
+    scale = operator_norm(A) if norm is None else _positive(function, "norm", norm)
+    dtype = np.result_type(operator.dtype, rows.dtype, np.complex64)
+    normal = _NormalRows(operator, scale, shift, dtype)
+    out = np.empty((rows.shape[0], operator.shape[1]), dtype=dtype)
+    return rows, batch, like, normal, out
 
 
 class _NormalRows:
@@ -526,14 +532,9 @@ def admm_tv(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"admm_tv: {name}={value!r}, expected a positive integer")
     batch_size = _check_batch_size("admm_tv", batch_size)
-    rows, batch, like = _measurements("admm_tv", A, y)
-    operator = aslinearoperator(A)
-    scale = operator_norm(A) if norm is None else _positive("admm_tv", "norm", norm)
-    dtype = np.result_type(operator.dtype, rows.dtype, np.complex64)
-    normal = _NormalRows(operator, scale, penalty, dtype)
+    rows, batch, like, normal, out = _batched_normal_problem("admm_tv", A, y, norm, penalty)
     from tqdm.auto import tqdm
 
-    out = np.empty((rows.shape[0], operator.shape[1]), dtype=dtype)
     with tqdm(total=rows.shape[0], desc="ADMM-TV", unit="volume", disable=not progress) as bar:
         for start in range(0, rows.shape[0], batch_size):
             stop = min(start + batch_size, rows.shape[0])
@@ -561,7 +562,7 @@ def admm_tv(
                     dual=dual,
                 )
                 phase = np.where(magnitude > 0, v / np.where(magnitude > 0, magnitude, 1), 1)
-                z = (denoised.reshape(v.shape) * phase).astype(dtype)
+                z = (denoised.reshape(v.shape) * phase).astype(out.dtype)
                 u = u + x - z
                 if callback is not None:
                     callback(iteration, z)
