@@ -1,34 +1,41 @@
-"""Wave surrogate benchmark: dense vs a-priori compressed (CP) WaveCNN, and tensorly-torch.
+"""Wave surrogate benchmark: learned surrogates against what a user would run instead.
 
-Run from the repository root after training (solvers/wave-cp/card.md)::
+Run from the repository root after generating the test sets and training
+(solvers/wave-stencil/card.md, solvers/wave-cp/card.md)::
 
-    python benchmarks/wave.py
+    python benchmarks/wave.py --model wave-stencil=runs/wave-stencil-s0/best.safetensors,...
 
-For every model: trainable parameters, activation memory (bytes autograd saves for the
-backward pass of one training step at batch 1), CPU latency of one surrogate step at batch
-1 and 32 (medians, ``--threads`` torch threads), and the nRMSE ``||pred - true||_2 /
-||true||_2`` per sample (mean over the test trajectories of
-``$PHYSNET_DATA/wave2d-rollout.h5``) of one step (teacher-forced) and of an autoregressive
-rollout at steps 1, 10 and 50. Rows:
+Every method starts from the first 4 frames of each test trajectory (a model with a shorter
+history gets the last of them) and predicts the following 200 frames. Rows per test set:
 
-* ``dense``: the dense baseline (``runs/wave-dense/best.safetensors``);
-* ``cp-r<R>``: trained CP models (the pretrained ``wave-cp`` and ``runs/wave-cp-r<R>``);
-  ``cp-r<R> reconstructed``: the same weights run as one dense convolution per layer;
-* ``tltorch-cp-r<R>``: the same trained CP weights copied into tensorly-torch's
-  ``FactorizedConv`` (CP, ``implementation="factorized"``), when tensorly-torch is
-  installed: same function, tensorly-torch's execution;
-* ``cp-r<R> (untrained)`` for ``--ranks`` without a checkpoint: size and speed only.
+* ``persistence`` (``u_{n+1} = u_n``) and ``extrapolation`` (leapfrog extrapolation
+  ``u_{n+1} = 2 u_n - u_{n-1}``): the trivial floors;
+* ``FE h x<f>``: the finite-element simulator that made the data, run from the same scene on
+  a mesh ``f`` times coarser and gridded the same way: the classical method at lower cost
+  (error vs cost curve); ``FE h x1`` is the reference simulator itself (its cost only);
+* each ``--model LABEL=CKPT[,CKPT...]``: one checkpoint per seed, reported as mean +- std
+  over the seeds of the per-seed means over the trajectories.
 
-The FE solver's time per frame on one test scene is printed for scale.
+Metrics: nRMSE ``||pred - true||_2 / ||true||_2`` per trajectory and frame, mean over the
+trajectories; ``one step`` is teacher-forced (true input frames, every 10th frame of the
+first 64); rollout errors at steps 1, 10, 50, 100, 200 and the largest over the 200 steps;
+the energy ratio ``E_pred / E_true`` per frame, with ``E = sum (du/dt)^2 + c^2 |grad u|^2``
+(finite differences on the grid, hole cells excluded), reported as its range over the 200
+steps, and two measures on the scale of the first frame (the field leaves through the
+absorbing sides, to ~0.2 % of its norm by step 200, so late nRMSEs divide by almost
+nothing): the largest error norm over the rollout divided by the true first frame's norm,
+and the peak predicted energy over the peak true energy. Cost: CPU time per frame and
+scene (the calling thread's, 1 torch thread), for a 200-frame rollout at batch 1 and
+batch 32 (network, stencils and steps included), against the reference FE
+simulator's wall time per frame (mesh, assembly, CFL estimate, time stepping and
+gridding, one scene at a time: it has no batched mode).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,339 +47,384 @@ sys.path.insert(0, os.fspath(Path(__file__).resolve().parent))
 from _common import machine, write_results
 
 import physnet.nn
-from physnet.nn import CPConv2d, WaveCNN
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ROOT = Path(__file__).resolve().parents[1]
-ROLLOUT_STEPS = (1, 10, 50)
+GIVEN = 4
+STEPS = 200
+REPORTED_STEPS = (1, 10, 50, 100, 200)
+SETS = ("rollout", "heldout-speed", "heldout-frequency", "heldout-holes", "domain128")
+SET_NOTES = {
+    "rollout": "in distribution (training ranges, new scenes)",
+    "heldout-speed": "background 1.2-1.5, inclusions 2.0-2.5 (training 0.8-1.2, 0.5-2.0)",
+    "heldout-frequency": "Ricker peaks 8-10 Hz (training 5-8 Hz)",
+    "heldout-holes": "ellipse and square holes (training: circles)",
+    "domain128": "[0, 2]^2 on 128^2 at the training resolution, more holes and sources",
+}
+FE_FACTORS = (1.5, 2.0, 3.0)
+DEFAULT_MODELS = ("wave-stencil=wave-stencil", "wave-cp=wave-cp")
 
 
-def parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def nrmse(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per trajectory and frame: ``||pred - true|| / ||true||`` over the grid."""
+    axes = (-2, -1)
+    difference = np.sqrt(np.square(prediction - truth).sum(axes))
+    return difference / np.maximum(np.sqrt(np.square(truth).sum(axes)), 1e-30)
 
 
-def activation_bytes(model: WaveCNN, size: int) -> int:
-    """Bytes of the distinct tensors autograd saves in one training step at batch 1."""
-    seen: dict[int, int] = {}
-    parameters = {p.data_ptr() for p in model.parameters()}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        pointer = tensor.untyped_storage().data_ptr()
-        if pointer not in parameters:
-            seen[pointer] = max(seen.get(pointer, 0), tensor.untyped_storage().nbytes())
-        return tensor
-
-    speed = torch.rand(1, size, size)
-    frames = torch.randn(1, model.history, size, size)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model.step(speed, frames).sum()
-    return sum(seen.values())
+def energy(frames: np.ndarray, speed: np.ndarray, interval: float, spacing: float) -> np.ndarray:
+    """``sum (du/dt)^2 + c^2 |grad u|^2`` over the non-hole cells, per trajectory and frame
+    ``1 ..`` (the time derivative is the backward difference)."""
+    inside = (speed > 0)[:, None]
+    velocity = np.diff(frames, axis=1) / interval
+    u = frames[:, 1:]
+    gy = np.diff(u, axis=-2, append=u[..., -1:, :]) / spacing
+    gx = np.diff(u, axis=-1, append=u[..., :, -1:]) / spacing
+    density = velocity**2 + speed[:, None] ** 2 * (gx**2 + gy**2)
+    return (density * inside).sum(axis=(-2, -1))
 
 
-def latency_s(model: WaveCNN, batch: int, size: int, repeats: int) -> tuple[float, float]:
-    """Medians of one step's wall time and of the CPU time of the calling thread.
+class TestSet:
+    """The trajectories of one ``wave2d`` store, with its config."""
 
-    With one torch thread the step runs in the calling thread, so its CPU time is the
-    latency the step would have on an idle core: robust on a shared machine, where the
-    wall time also counts the time other processes hold the core.
-    """
-    speed = torch.rand(batch, size, size)
-    frames = torch.randn(batch, model.history, size, size)
-    wall, cpu = [], []
-    with torch.inference_mode():
-        for _ in range(3):
-            model.step(speed, frames)
-        for _ in range(repeats):
-            start, start_cpu = time.perf_counter(), time.thread_time()
-            model.step(speed, frames)
-            cpu.append(time.thread_time() - start_cpu)
-            wall.append(time.perf_counter() - start)
-    return statistics.median(wall), statistics.median(cpu)
+    def __init__(self, name: str, path: Path, samples: int | None) -> None:
+        from physnet.datasets import StoreDataset
+
+        with StoreDataset(path) as store:
+            self.config = dict(store.attrs["config"])
+            self.seed = int(store.attrs["seed"])
+            count = len(store) if samples is None else min(samples, len(store))
+            rows = [store[i] for i in range(count)]
+        self.name, self.path = name, path
+        self.speed = np.stack([row["speed"] for row in rows])
+        self.frames = np.stack([row["frames"] for row in rows])
+        if self.frames.shape[1] < GIVEN + STEPS:
+            raise SystemExit(
+                f"{path}: {self.frames.shape[1]} frames per trajectory, the benchmark needs "
+                f"{GIVEN + STEPS}; regenerate it from datasets/wave2d/"
+            )
+        self.truth = self.frames[:, GIVEN : GIVEN + STEPS]
+        spacing = self.config["length"] / self.config["size"]
+        self.true_energy = energy(
+            self.frames[:, GIVEN - 1 : GIVEN + STEPS],
+            self.speed,
+            self.config["frame_interval"],
+            spacing,
+        )
+
+    def score(self, rollout: np.ndarray, one_step: np.ndarray | None) -> dict:
+        """Per-trajectory means of the metrics of a ``(n, STEPS, H, W)`` rollout."""
+        errors = nrmse(rollout, self.truth)
+        spacing = self.config["length"] / self.config["size"]
+        frames = np.concatenate([self.frames[:, GIVEN - 1 : GIVEN], rollout], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = energy(frames, self.speed, self.config["frame_interval"], spacing) / (
+                self.true_energy
+            )
+        result = {f"rollout_{s}": float(errors[:, s - 1].mean()) for s in REPORTED_STEPS}
+        result["rollout_max"] = float(errors.mean(axis=0).max())
+        # The field leaves through the absorbing sides (its norm is ~2 % of the first
+        # frame's by step 100, ~0.2 % by step 200), so late nRMSEs divide by almost nothing;
+        # these two see a blow-up on the scale of the initial field instead.
+        initial = np.sqrt(np.square(self.truth[:, :1]).sum(axis=(-2, -1)))
+        absolute = np.sqrt(np.square(rollout - self.truth).sum(axis=(-2, -1)))
+        result["error_vs_initial_max"] = float((absolute / initial).mean(axis=0).max())
+        result["energy_ratio_min"] = float(np.nanmin(ratio.mean(axis=0)))
+        result["energy_ratio_max"] = float(np.nanmax(ratio.mean(axis=0)))
+        result["energy_peak_ratio"] = float(
+            np.mean(np.nanmax(ratio * self.true_energy, axis=1) / self.true_energy.max(axis=1))
+        )
+        result["finite"] = bool(np.isfinite(rollout).all())
+        if one_step is not None:
+            result["one_step"] = float(one_step.mean())
+        return result
 
 
-def relative_errors(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per sample and frame: ``||pred - true|| / ||true||`` over the grid."""
-    difference = (prediction - target).flatten(-2).norm(dim=-1)
-    return difference / target.flatten(-2).norm(dim=-1)
+def one_step_targets(n_frames: int) -> list[int]:
+    return list(range(GIVEN, min(n_frames, 64), 10))
+
+
+def baselines(data: TestSet) -> dict[str, dict]:
+    rows = {}
+    u = data.frames
+    starts = one_step_targets(u.shape[1])
+    last = u[:, GIVEN - 1 : GIVEN]
+    persistence_one = np.stack([nrmse(u[:, t - 1], u[:, t]) for t in starts])
+    rows["persistence"] = data.score(np.repeat(last, STEPS, axis=1), persistence_one)
+    velocity = u[:, GIVEN - 1] - u[:, GIVEN - 2]
+    steps = np.arange(1, STEPS + 1, dtype=np.float32)[None, :, None, None]
+    extrapolated = last + steps * velocity[:, None]
+    extrapolation_one = np.stack([nrmse(2 * u[:, t - 1] - u[:, t - 2], u[:, t]) for t in starts])
+    with np.errstate(over="ignore", invalid="ignore"):
+        rows["extrapolation"] = data.score(extrapolated, extrapolation_one)
+    return rows
+
+
+def fe_rows(data: TestSet, factors: tuple[float, ...], limit: int) -> dict[str, dict]:
+    """The FE simulator on coarser meshes (and the reference's cost), same scenes."""
+    from physnet.datasets._wave import draw_wave_scene, simulate_wave_scene
+
+    count = min(limit, len(data.frames))
+    rows: dict[str, dict] = {}
+    for factor in (1.0, *factors):
+        config = dict(data.config)
+        config["mesh_size"] = data.config["mesh_size"] * factor
+        config["n_frames"] = GIVEN + STEPS
+        predictions, seconds, nodes = [], 0.0, []
+        for index in range(count):
+            rng = np.random.default_rng(np.random.SeedSequence(data.seed, spawn_key=(index,)))
+            scene = draw_wave_scene(data.config, rng)
+            start = time.perf_counter()
+            solution, interpolator, _ = simulate_wave_scene(config, scene)
+            frames = interpolator(solution.values)
+            seconds += time.perf_counter() - start
+            nodes.append(solution.mesh.n_nodes)
+            predictions.append(frames[GIVEN:])
+        row = {
+            "ms_per_frame": 1e3 * seconds / (count * (GIVEN + STEPS)),
+            "nodes": float(np.mean(nodes)),
+            "trajectories": count,
+        }
+        if factor != 1.0:
+            subset = _subset(data, count)
+            row.update(subset.score(np.stack(predictions).astype(np.float32), None))
+        rows[f"FE h x{factor:g}"] = row
+    return rows
+
+
+def _subset(data: TestSet, count: int) -> TestSet:
+    subset = object.__new__(TestSet)
+    subset.__dict__.update(data.__dict__)
+    subset.speed, subset.frames = data.speed[:count], data.frames[:count]
+    subset.truth, subset.true_energy = data.truth[:count], data.true_energy[:count]
+    return subset
 
 
 @torch.inference_mode()
-def accuracy(model: WaveCNN, speed: torch.Tensor, frames: torch.Tensor, batch: int) -> dict:
-    history, n_frames = model.history, frames.shape[1]
-    steps = min(max(ROLLOUT_STEPS), n_frames - history)
-    starts = list(range(history, n_frames, 10))
-    one_step, rollout = [], []
-    for begin in range(0, len(frames), batch):
-        c, u = speed[begin : begin + batch], frames[begin : begin + batch]
-        for t in starts:
-            predicted = model.step(c, u[:, t - history : t])[:, 0]
-            one_step.append(relative_errors(predicted, u[:, t]))
-        predicted = model.rollout(c, u[:, :history], steps)
-        rollout.append(relative_errors(predicted, u[:, history : history + steps]))
-    rollout = torch.cat(rollout)
-    result = {"one_step_nrmse": torch.cat(one_step).mean().item()}
-    for step in ROLLOUT_STEPS:
-        if step <= steps:
-            result[f"rollout_nrmse_{step}"] = rollout[:, step - 1].mean().item()
-    return result
+def model_scores(model, data: TestSet, batch: int) -> dict:
+    history = model.history
+    rollouts, one_step = [], []
+    starts = one_step_targets(data.frames.shape[1])
+    for begin in range(0, len(data.frames), batch):
+        c = torch.from_numpy(data.speed[begin : begin + batch])
+        u = torch.from_numpy(data.frames[begin : begin + batch])
+        one_step.append(
+            np.stack(
+                [nrmse(model.step(c, u[:, t - history : t])[:, 0].numpy(), u[:, t].numpy())
+                 for t in starts]
+            )
+        )  # fmt: skip
+        rollouts.append(model.rollout(c, u[:, GIVEN - history : GIVEN], STEPS).numpy())
+    with np.errstate(over="ignore", invalid="ignore"):
+        return data.score(np.concatenate(rollouts), np.concatenate(one_step, axis=1))
 
 
-def tltorch_copy(model: WaveCNN) -> torch.nn.Module | None:
-    """``model`` with each CPConv2d replaced by tensorly-torch's CP FactorizedConv holding the
-    same factors (None without tensorly-torch)."""
-    try:
-        import tltorch
-    except ImportError:
-        return None
-    clone = copy.deepcopy(model)
-    for name, child in list(clone.named_modules()):
-        if not isinstance(child, CPConv2d):
-            continue
-        conv = tltorch.FactorizedConv(
-            child.in_channels,
-            child.out_channels,
-            child.kernel_size,
-            order=2,
-            rank=child.rank,
-            factorization="cp",
-            implementation="factorized",
-            stride=child.stride,
-            padding=child.padding,
-            bias=child.bias is not None,
-        )
-        with torch.no_grad():
-            conv.weight.weights.fill_(1.0)
-            conv.weight.factors[0].copy_(child.output_factor)
-            conv.weight.factors[1].copy_(child.input_factor.T)
-            for index, factor in enumerate(child.spatial_factors):
-                conv.weight.factors[2 + index].copy_(factor.T)
-            if child.bias is not None:
-                conv.bias.copy_(child.bias)
-        parent = clone
-        *path, last = name.split(".")
-        for part in path:
-            parent = getattr(parent, part)
-        setattr(parent, last, conv)
-    return clone
+@torch.inference_mode()
+def model_cost(model, size: int, batch: int, frames: int = STEPS, repeats: int = 3) -> float:
+    """Median CPU seconds of the calling thread per frame and scene of a rollout."""
+    speed = torch.rand(batch, size, size) + 0.5
+    given = torch.randn(batch, model.history, size, size)
+    model.rollout(speed, given, 2)
+    times = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        model.rollout(speed, given, frames)
+        times.append(time.thread_time() - start)
+    return float(np.median(times)) / (frames * batch)
 
 
-def reconstructed_copy(model: WaveCNN) -> WaveCNN:
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if isinstance(module, CPConv2d):
-            module.implementation = "reconstructed"
-    return clone
+def parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def fe_time_per_frame(path: Path) -> dict:
-    """Wall time of the FE solver (mesh, assembly, CFL estimate, leapfrog, gridding)."""
-    from physnet.datasets import StoreDataset
-    from physnet.datasets._wave import draw_wave_scene, simulate_wave_scene
+def aggregate(rows: list[dict]) -> dict:
+    """Mean and std over seeds of every numeric entry."""
+    keys = [
+        k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    out = {k: float(np.mean([row[k] for row in rows])) for k in keys}
+    out.update({f"{k}_std": float(np.std([row[k] for row in rows])) for k in keys})
+    out["seeds"] = len(rows)
+    out["finite"] = all(row.get("finite", True) for row in rows)
+    return out
 
-    with StoreDataset(path) as store:
-        config = store.attrs["config"]
-        seed = int(store.attrs["seed"])
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
-    scene = draw_wave_scene(config, rng)
-    start = time.perf_counter()
-    solution, interpolator, _ = simulate_wave_scene(config, scene)
-    interpolator(solution.values)
-    elapsed = time.perf_counter() - start
-    return {
-        "fe_seconds_per_frame": elapsed / config["n_frames"],
-        "fe_time_steps_per_frame": solution.n_steps
-        / (config["n_frames"] - 1 + scene["start"] / config["frame_interval"]),
-        "fe_nodes": solution.mesh.n_nodes,
-    }
+
+def _cell(row: dict, key: str, digits: int = 4) -> str:
+    if key not in row:
+        return "–"
+    value = row[key]
+    text = f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.3g}"
+    std = row.get(f"{key}_std")
+    return f"{text} ± {std:.2g}" if std is not None and row.get("seeds", 1) > 1 else text
 
 
 def to_markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
-        "# Wave surrogate benchmark: dense vs a-priori compressed (CP) convolutions",
+        "# Wave surrogate benchmark: learned surrogates vs the FE simulator and trivial floors",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, "
-        f"torch {m['torch']}, physnet {m['physnet']}; torch threads: {report['threads']}.",
+        f"torch {m['torch']}, physnet {m['physnet']}; torch threads: 1 (models), FE: "
+        "SciPy/NumPy on 1 thread.",
         "",
         f"Command: `{report['command']}`",
         "",
-        f"Data: {report['data']['path']} ({report['data']['samples']} trajectories of "
-        f"{report['data']['frames']} frames, {report['data']['grid']}^2 grid). nRMSE = "
-        "||pred - true||_2 / ||true||_2 per trajectory and frame, mean over trajectories; "
-        "one step is teacher-forced (true input frames), the rollout feeds back its own "
-        "predictions from the first frames. Latency: median CPU time of one surrogate step "
-        f"({report['repeats']} runs at batch 1, {max(5, report['repeats'] // 5)} at batch 32; "
-        "the calling thread's CPU time, which is what the step takes on an idle core; wall "
-        "medians, which count the time other processes held the shared core, are in the "
-        f"JSON). Load average at the start: {report['load_average']}. Activation memory: "
-        "bytes autograd saves in one training step at batch 1.",
-        "",
-        "| model | params | × dense | act. MiB | latency b=1 ms | × dense | latency b=32 ms "
-        "| one-step nRMSE | rollout 1 | rollout 10 | rollout 50 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Protocol: every method gets the first 4 frames of each test trajectory and predicts "
+        f"{STEPS} frames (0.02 s apart). nRMSE per trajectory and frame, mean over the "
+        "trajectories; models with several checkpoints: mean ± std over the seeds. One step: "
+        "teacher-forced. Energy: E_pred / E_true per frame (range over the rollout). Cost: CPU "
+        "ms per frame and scene of a 200-frame rollout (models: 1 thread, batch 1 and 32, "
+        "network included; FE: wall ms per frame, mesh to gridded frames, one scene at a "
+        "time).",
     ]
-
-    def number(value, digits=4):
-        return "–" if value is None else f"{value:.{digits}g}"
-
-    for row in report["models"]:
-        lines.append(
-            f"| {row['name']} | {row['parameters']:,} | {row['parameter_ratio']:.3f} "
-            f"| {row['activation_bytes'] / 2**20:.2f} | {1e3 * row['latency_s_batch1']:.2f} "
-            f"| {row['latency_ratio_batch1']:.2f} | {1e3 * row['latency_s_batch32']:.1f} "
-            f"| {number(row.get('one_step_nrmse'))} | {number(row.get('rollout_nrmse_1'))} "
-            f"| {number(row.get('rollout_nrmse_10'))} | {number(row.get('rollout_nrmse_50'))} |"
-        )
-    fe = report.get("fe_solver")
-    if fe:
+    for name, result in report["sets"].items():
         lines += [
             "",
-            f"FE solver for scale: {1e3 * fe['fe_seconds_per_frame']:.1f} ms per frame "
-            f"({fe['fe_nodes']:,} nodes, about {fe['fe_time_steps_per_frame']:.1f} leapfrog "
-            "steps per frame, mesh + assembly + CFL estimate + gridding included).",
+            f"## {name}: {SET_NOTES.get(name, '')}",
+            "",
+            f"{result['trajectories']} trajectories, {result['grid']}^2 grid; "
+            f"reference FE: {result['fe_ms_per_frame']:.2f} ms per frame.",
+            "",
+            "| method | params | one step | step 1 | step 10 | step 50 | step 100 | step 200 "
+            "| max | max err / ‖u₁‖ | energy ratio | peak energy ratio | ms/frame b=1 "
+            "| ms/frame b=32 | × FE (b=32) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
-    targets = report.get("targets")
-    if targets:
-        lines += ["", "## Targets", ""]
-        lines += [f"- {line}" for line in targets]
+        for label, row in result["methods"].items():
+            energy_range = (
+                f"{row['energy_ratio_min']:.2g}–{row['energy_ratio_max']:.2g}"
+                if "energy_ratio_min" in row
+                else "–"
+            )
+            cost_key = "ms_per_frame_b32" if "ms_per_frame_b32" in row else "ms_per_frame"
+            fe_ratio = row.get("ms_per_frame_b32", row.get("ms_per_frame"))
+            ratio = "–" if fe_ratio is None else f"{fe_ratio / result['fe_ms_per_frame']:.3f}"
+            lines.append(
+                f"| {label} | {row.get('parameters', '–')} | {_cell(row, 'one_step')} "
+                + " ".join(f"| {_cell(row, f'rollout_{s}')}" for s in REPORTED_STEPS)
+                + f" | {_cell(row, 'rollout_max')} | {_cell(row, 'error_vs_initial_max')} "
+                f"| {energy_range} | {_cell(row, 'energy_peak_ratio', 3)} "
+                f"| {_cell(row, 'ms_per_frame_b1', 3)} "
+                f"| {_cell(row, cost_key, 3)} "
+                f"| {ratio} |"
+            )
+    if report.get("targets"):
+        lines += ["", "## Targets", ""] + [f"- {line}" for line in report["targets"]]
     return "\n".join(lines) + "\n"
 
 
-def check_targets(rows: list[dict], shipped: str | None) -> list[str]:
-    dense = next((row for row in rows if row["name"] == "dense"), None)
-    cp = next((row for row in rows if row["name"] == shipped), None)
-    if (
-        dense is None
-        or cp is None
-        or "rollout_nrmse_50" not in cp
-        or "rollout_nrmse_50" not in dense
-    ):
+def check_targets(report: dict, chosen: str | None) -> list[str]:
+    sets = report["sets"]
+    if chosen is None or "rollout" not in sets or chosen not in sets["rollout"]["methods"]:
         return []
+    row = sets["rollout"]["methods"][chosen]
+    fe = sets["rollout"]["fe_ms_per_frame"]
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
-    out = []
-    ratio = cp["parameters"] / dense["parameters"]
-    out.append(
-        f"{shipped}: parameters {ratio:.3f} x dense (target <= 0.33): {verdict(ratio <= 0.33)}"
+    bounded = (
+        row["rollout_max"] <= 1 and row["energy_ratio_min"] >= 0.5 and row["energy_ratio_max"] <= 2
     )
-    for step in ROLLOUT_STEPS:
-        key = f"rollout_nrmse_{step}"
-        r = cp[key] / dense[key]
+    out = [
+        f"{chosen}: one-step nRMSE {row['one_step']:.4f} (target <= 0.03): "
+        f"{verdict(row['one_step'] <= 0.03)}",
+        f"{chosen}: rollout nRMSE at step 10 {row['rollout_10']:.4f} (target <= 0.10): "
+        f"{verdict(row['rollout_10'] <= 0.10)}",
+        f"{chosen}: rollout nRMSE at step 50 {row['rollout_50']:.4f} (target <= 0.30): "
+        f"{verdict(row['rollout_50'] <= 0.30)}",
+        f"{chosen}: to step 200 max nRMSE {row['rollout_max']:.3f} (<= 1) and energy ratio "
+        f"{row['energy_ratio_min']:.2f}–{row['energy_ratio_max']:.2f} (within 2x): "
+        f"{verdict(bounded)}"
+        f" (on the first frame's scale: largest error {row['error_vs_initial_max']:.3f} x "
+        f"the first frame's norm, peak energy {row['energy_peak_ratio']:.2f} x the true peak)",
+        f"{chosen}: cost per frame at batch 32 {row['ms_per_frame_b32']:.3f} ms = "
+        f"{row['ms_per_frame_b32'] / fe:.3f} x FE {fe:.2f} ms (target <= 0.2): "
+        f"{verdict(row['ms_per_frame_b32'] / fe <= 0.2)}",
+    ]
+    if "domain128" in sets and chosen in sets["domain128"]["methods"]:
+        big = sets["domain128"]["methods"][chosen]
+        worst = max(big[f"rollout_{s}"] / row[f"rollout_{s}"] for s in (10, 50))
+        worst = max(worst, big["one_step"] / row["one_step"])
         out.append(
-            f"{shipped}: rollout nRMSE at step {step} {r:.3f} x dense (target <= 1.05): "
-            f"{verdict(r <= 1.05)}"
+            f"{chosen}: 128^2 errors / 64^2 errors, worst of one step, steps 10 and 50: "
+            f"{worst:.2f} (target <= 1.5): {verdict(worst <= 1.5)}"
         )
-    r = cp["latency_s_batch1"] / dense["latency_s_batch1"]
-    out.append(
-        f"{shipped}: CPU latency at batch 1 {r:.2f} x dense (target <= 1.0): {verdict(r <= 1.0)}"
-    )
+    dense = sets["rollout"]["methods"].get("dense")
+    for label, cp in sets["rollout"]["methods"].items():
+        if dense is None or not label.startswith("cp-"):
+            continue
+        p = cp["parameters"] / dense["parameters"]
+        r = cp["rollout_50"] / dense["rollout_50"]
+        out.append(
+            f"{label}: {p:.3f} x dense parameters (<= 0.33), rollout step 50 {r:.3f} x dense "
+            f"(<= 1.05): {verdict(p <= 0.33 and r <= 1.05)}"
+        )
     return out
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     data_root = Path(os.environ.get("PHYSNET_DATA", Path.home() / ".cache" / "physnet"))
-    parser.add_argument("--data", default=str(data_root / "wave2d-rollout.h5"))
-    parser.add_argument("--dense", default=str(ROOT / "runs" / "wave-dense" / "best.safetensors"))
+    parser.add_argument("--data-root", type=Path, default=data_root)
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated test sets")
     parser.add_argument(
-        "--cp",
-        nargs="*",
+        "--model",
+        action="append",
         default=None,
-        help="trained CP checkpoints (default: the pretrained wave-cp and runs/wave-cp-r*/best)",
+        help="LABEL=CKPT[,CKPT...]: one checkpoint (or pretrained name) per seed; repeatable",
     )
-    parser.add_argument(
-        "--ranks",
-        type=int,
-        nargs="*",
-        default=[8, 16, 32, 64],
-        help="CP ranks to list (untrained when no checkpoint has that rank)",
-    )
-    parser.add_argument("--samples", type=int, default=None, help="test trajectories to use")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--chosen", default="wave-stencil", help="the label the targets judge")
+    parser.add_argument("--samples", type=int, default=None, help="trajectories per set")
+    parser.add_argument("--fe-samples", type=int, default=16, help="trajectories for FE rows")
     parser.add_argument("--batch", type=int, default=16, help="batch of the accuracy runs")
     parser.add_argument("--out", default=str(RESULTS / "wave"), help="output stem (.json, .md)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-
-    from physnet.datasets import StoreDataset
-
-    with StoreDataset(args.data) as store:
-        n = len(store) if args.samples is None else min(args.samples, len(store))
-        samples = [store[i] for i in range(n)]
-    speed = torch.as_tensor(np.stack([s["speed"] for s in samples]))
-    frames = torch.as_tensor(np.stack([s["frames"] for s in samples]))
-    size = frames.shape[-1]
-
-    models: list[tuple[str, WaveCNN, bool]] = []
-    dense = physnet.nn.load(args.dense)
-    models.append(("dense", dense, True))
-    cp_paths = args.cp
-    if cp_paths is None:
-        cp_paths = [
-            "wave-cp",
-            *sorted(str(p) for p in (ROOT / "runs").glob("wave-cp-r*/best.safetensors")),
-        ]
-    shipped = None
-    trained_ranks = set()
-    for path in cp_paths:
-        model = physnet.nn.load(path)
-        rank = model.config["rank"]
-        if rank in trained_ranks:
-            continue
-        trained_ranks.add(rank)
-        name = f"cp-r{rank}"
-        shipped = shipped or name
-        models.append((name, model, True))
-        models.append((f"{name} reconstructed", reconstructed_copy(model), True))
-        tl = tltorch_copy(model)
-        if tl is not None:
-            models.append((f"tltorch-cp-r{rank}", tl, True))
-    architecture = {k: v for k, v in dense.config.items() if k not in ("conv", "rank")}
-    for rank in args.ranks:
-        if rank not in trained_ranks:
-            models.append(
-                (f"cp-r{rank} (untrained)", WaveCNN(**architecture, conv="cp", rank=rank), False)
-            )
-
-    rows = []
-    for name, model, trained in models:
-        model.eval()
-        print(f"{name} ...", flush=True)
-        row = {
-            "name": name,
-            "parameters": parameter_count(model),
-            "activation_bytes": activation_bytes(model, size),
-            "trained": trained,
-        }
-        row["wall_latency_s_batch1"], row["latency_s_batch1"] = latency_s(
-            model, 1, size, args.repeats
-        )
-        row["wall_latency_s_batch32"], row["latency_s_batch32"] = latency_s(
-            model, 32, size, max(5, args.repeats // 5)
-        )
-        if trained:
-            row.update(accuracy(model, speed, frames, args.batch))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    for row in rows:
-        row["parameter_ratio"] = row["parameters"] / rows[0]["parameters"]
-        row["latency_ratio_batch1"] = row["latency_s_batch1"] / rows[0]["latency_s_batch1"]
+    specs = []
+    for item in args.model or DEFAULT_MODELS:
+        label, _, paths = item.partition("=")
+        specs.append((label, [p for p in paths.split(",") if p]))
     report = {
         "command": "python benchmarks/wave.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "threads": args.threads,
-        "repeats": args.repeats,
-        "data": {"path": args.data, "samples": n, "frames": int(frames.shape[1]), "grid": size},
-        "models": rows,
-        "fe_solver": fe_time_per_frame(Path(args.data)),
+        "sets": {},
     }
-    report["targets"] = check_targets(rows, shipped)
+    for name in [n for n in args.sets.split(",") if n]:
+        path = args.data_root / f"wave2d-{name}.h5"
+        if not path.exists():
+            print(f"{name}: {path} is missing; generate it from datasets/wave2d/{name}.toml")
+            continue
+        data = TestSet(name, path, args.samples)
+        size = data.frames.shape[-1]
+        print(f"{name}: {len(data.frames)} trajectories, {size}^2", flush=True)
+        methods = baselines(data)
+        fe = fe_rows(data, FE_FACTORS, args.fe_samples)
+        reference = fe.pop("FE h x1")
+        methods.update(fe)
+        for label, paths in specs:
+            rows = []
+            for path in paths:
+                model = physnet.nn.load(path).eval()
+                row = model_scores(model, data, args.batch)
+                row["parameters"] = parameters(model)
+                row["ms_per_frame_b1"] = 1e3 * model_cost(model, size, 1)
+                row["ms_per_frame_b32"] = 1e3 * model_cost(model, size, 32, repeats=1)
+                rows.append(row)
+            methods[label] = aggregate(rows)
+            methods[label]["checkpoints"] = paths
+            print(f"  {label}: {json.dumps(methods[label])}", flush=True)
+        report["sets"][name] = {
+            "path": str(path),
+            "trajectories": len(data.frames),
+            "grid": size,
+            "fe_ms_per_frame": reference["ms_per_frame"],
+            "fe_nodes": reference["nodes"],
+            "methods": methods,
+        }
+    report["targets"] = check_targets(report, args.chosen)
     write_results(args.out, report, to_markdown(report))
     return report
 

@@ -49,7 +49,7 @@ PRETRAINED = {
 # Inputs that scripts read by default (not visible on their command lines): a document that
 # runs the script must produce them first.
 SCRIPT_INPUTS = {
-    "benchmarks/wave.py": ("$PHYSNET_DATA/wave2d-rollout.h5", "runs/wave-dense/best.safetensors"),
+    "benchmarks/wave.py": ("$PHYSNET_DATA/wave2d-rollout.h5",),
 }
 SKIPPED = {"cd", "cp", "export", "git", "mkdir", "pip", "source", "make", "ls", "du", "rm"}
 MAKE_TARGETS = set(

@@ -1,7 +1,8 @@
 """The ``wave2d`` generator: finite-element wave simulations gridded for learning.
 
 Each sample is one simulation of ``u_tt = div(c^2 grad u) + s`` on the square
-``[0, L]^2`` with random circular holes (rigid walls) and inclusions (other wave speeds),
+``[0, L]^2`` with random holes (rigid walls; circles, or ellipses and squares with
+``hole_shapes``) and circular inclusions (other wave speeds),
 a smoothly varying background speed and Ricker point sources, solved by
 :class:`physnet.fem.WaveSimulator` (P1, lumped mass, leapfrog) on an unstructured mesh and
 interpolated onto a ``size x size`` grid of cell centres.
@@ -25,7 +26,10 @@ import numpy as np
 
 from physnet.datasets.generate import register_generator
 
-__all__ = ["Wave2D", "draw_wave_scene", "simulate_wave_scene"]
+__all__ = ["HOLE_SHAPES", "Wave2D", "draw_wave_scene", "simulate_wave_scene"]
+
+HOLE_SHAPES = ("circle", "ellipse", "square")
+"""The values of the ``hole_shapes`` option."""
 
 
 def _check_range(config: dict[str, Any], key: str, low: float, high: float | None = None) -> None:
@@ -36,11 +40,36 @@ def _check_range(config: dict[str, Any], key: str, low: float, high: float | Non
         raise ValueError(f"config.{key}: {value}, expected [min, max] with min <= max, {bound}")
 
 
+def _draw_hole_shape(
+    shapes: list[str], x: float, y: float, radius: float, rng: np.random.Generator
+) -> Any:
+    """A hole of a shape drawn from ``shapes`` with bounding circle ``(x, y, radius)``."""
+    from physnet.fem.mesh import Ellipse, Rectangle
+
+    kind = shapes[int(rng.integers(len(shapes)))]
+    if kind == "ellipse":
+        ratio, angle = float(rng.uniform(0.5, 1.0)), float(rng.uniform(0, math.pi))
+        return Ellipse(x, y, radius, ratio * radius, angle)
+    if kind == "square":
+        half_side, angle = radius / math.sqrt(2), float(rng.uniform(0, math.pi / 2))
+        return Rectangle(x, y, half_side, half_side, angle)
+    return (x, y, radius)
+
+
 def draw_wave_scene(config: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """Draw a scene's geometry, speeds and sources from ``rng`` (see :class:`Wave2D`)."""
+    """Draw a scene's geometry, speeds and sources from ``rng`` (see :class:`Wave2D`).
+
+    Circular holes and inclusions are ``(x, y, radius)`` tuples; holes of other shapes
+    (``hole_shapes``) are :class:`physnet.fem.mesh.Ellipse` and
+    :class:`physnet.fem.mesh.Rectangle` with the same centre, inside the circle of the
+    drawn radius.
+    """
     length, h = config["length"], config["mesh_size"]
-    circles: list[tuple[float, float, float]] = []
+    # Configs written before the option have circles only.
+    shapes = list(config.get("hole_shapes", ["circle"]))
+    circles: list[tuple[float, float, float]] = []  # the bounding circles
     kinds: list[str] = []
+    hole_shapes: list[Any] = []
     wanted = [("hole", int(rng.integers(config["holes"][0], config["holes"][1] + 1)))]
     wanted.append(
         ("inclusion", int(rng.integers(config["inclusions"][0], config["inclusions"][1] + 1)))
@@ -57,6 +86,13 @@ def draw_wave_scene(config: dict[str, Any], rng: np.random.Generator) -> dict[st
                 if all(math.hypot(x - a, y - b) > radius + r + 2 * h for a, b, r in circles):
                     circles.append((float(x), float(y), float(radius)))
                     kinds.append(kind)
+                    if kind == "hole":
+                        # The default draws nothing more: its scenes stay as they were.
+                        hole_shapes.append(
+                            circles[-1]
+                            if shapes == ["circle"]
+                            else _draw_hole_shape(shapes, *circles[-1], rng)
+                        )
                     break
     holes = [c for c, k in zip(circles, kinds, strict=True) if k == "hole"]
     inclusions = [c for c, k in zip(circles, kinds, strict=True) if k == "inclusion"]
@@ -74,7 +110,7 @@ def draw_wave_scene(config: dict[str, Any], rng: np.random.Generator) -> dict[st
             sources.append(((float(x), float(y)), frequency, amplitude))
     start = max(2.4 / f for _, f, _ in sources) + float(rng.uniform(*config["start_delay"]))
     return {
-        "holes": holes,
+        "holes": hole_shapes,
         "inclusions": inclusions,
         "background": background,
         "angle": angle,
@@ -138,10 +174,11 @@ class Wave2D:
     ([0.8, 1.2]), ``speed_gradient`` (largest relative change of the background across
     the square, 0.3), ``inclusions`` (count, [0, 3]), ``inclusion_radius``
     ([0.06, 0.15]), ``inclusion_speed`` ([0.5, 2.0]), ``holes`` (count, [0, 2]),
-    ``hole_radius`` ([0.05, 0.12]), ``sources`` (count, [1, 2]), ``peak_frequency``
-    (Ricker, Hz, [5.0, 8.0]), ``outer_boundary`` (``"absorbing"``, ``"dirichlet"`` or
-    ``"neumann"``; ``"absorbing"``), ``hole_boundary`` (``"neumann"``) and ``safety``
-    (fraction of the CFL bound for the time step, 0.9).
+    ``hole_radius`` ([0.05, 0.12]), ``hole_shapes`` (the shapes each hole is drawn from,
+    uniformly: ``"circle"``, ``"ellipse"``, ``"square"``; ``["circle"]``), ``sources``
+    (count, [1, 2]), ``peak_frequency`` (Ricker, Hz, [5.0, 8.0]), ``outer_boundary``
+    (``"absorbing"``, ``"dirichlet"`` or ``"neumann"``; ``"absorbing"``), ``hole_boundary``
+    (``"neumann"``) and ``safety`` (fraction of the CFL bound for the time step, 0.9).
 
     Fields: ``speed`` (``size x size``, the wave speed at the grid points, 0 inside holes)
     and ``frames`` (``n_frames x size x size``, ``u`` at ``t_0 + j frame_interval``), both
@@ -151,7 +188,10 @@ class Wave2D:
     Notes
     -----
     Sample ``i`` draws, in order, from its random stream: the number and placement of holes
-    then inclusions (circles at least ``2 h`` apart and from the sides, by rejection), the
+    then inclusions (circles at least ``2 h`` apart and from the sides, by rejection; unless
+    ``hole_shapes == ["circle"]``, each placed hole then draws its shape: an ellipse with
+    semi-axes ``r`` and ``U(0.5, 1) r`` turned by ``U(0, pi)``, or a square of half side
+    ``r / sqrt(2)`` turned by ``U(0, pi / 2)``, inside the hole's circle of radius ``r``), the
     background speed ``c_0``, the direction and strength ``g`` of its linear trend
     ``c = c_0 (1 + g (x - x_c) . d / L)``, one speed per inclusion, the sources (position
     outside the holes, peak frequency ``f``, amplitude ``+-U(0.5, 1.5)``), the start delay
@@ -179,6 +219,7 @@ class Wave2D:
         "inclusion_speed": [0.5, 2.0],
         "holes": [0, 2],
         "hole_radius": [0.05, 0.12],
+        "hole_shapes": ["circle"],
         "sources": [1, 2],
         "peak_frequency": [5.0, 8.0],
         "outer_boundary": "absorbing",
@@ -215,6 +256,12 @@ class Wave2D:
         for key in ("background_speed", "inclusion_speed", "peak_frequency"):
             _check_range(config, key, 1e-6)
         _check_range(config, "sources", 1)
+        shapes = config["hole_shapes"]
+        if not shapes or any(shape not in HOLE_SHAPES for shape in shapes):
+            raise ValueError(
+                f"config.hole_shapes: {shapes}, expected a non-empty list of "
+                f"{', '.join(map(repr, HOLE_SHAPES))}"
+            )
         for key in ("outer_boundary", "hole_boundary"):
             if config[key] not in BOUNDARY_CONDITIONS:
                 raise ValueError(

@@ -1,13 +1,18 @@
-"""Triangle meshes for P1 finite elements: generation for rectangles with circular holes and
-inclusions, and reading any triangle mesh meshio understands.
+"""Triangle meshes for P1 finite elements: generation for rectangles with holes (circles,
+ellipses, rotated rectangles) and circular inclusions, and reading any triangle mesh meshio
+understands.
 
 Examples
 --------
 >>> from physnet.fem import rectangle_mesh
+>>> from physnet.fem.mesh import Ellipse
 >>> mesh = rectangle_mesh((1.0, 1.0), 0.1, holes=[(0.5, 0.5, 0.15)], seed=0)
 >>> mesh.boundary_names
 ('bottom', 'right', 'top', 'left', 'holes')
 >>> bool(abs(mesh.areas.sum() - (1 - 3.14159 * 0.15**2)) < 0.01)
+True
+>>> mesh = rectangle_mesh((1.0, 1.0), 0.05, holes=[Ellipse(0.5, 0.5, 0.3, 0.1, angle=0.5)])
+>>> bool(abs(mesh.areas.sum() - (1 - 3.14159 * 0.3 * 0.1)) < 0.01)
 True
 """
 
@@ -17,13 +22,22 @@ import contextlib
 import dataclasses
 import io
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["TriangleMesh", "read_mesh", "rectangle_mesh", "structured_rectangle_mesh"]
+__all__ = [
+    "Circle",
+    "Ellipse",
+    "Rectangle",
+    "TriangleMesh",
+    "read_mesh",
+    "rectangle_mesh",
+    "structured_rectangle_mesh",
+]
 
 RECTANGLE_SIDES = ("bottom", "right", "top", "left")
 
@@ -246,6 +260,250 @@ def _check_circles(
     return array
 
 
+@dataclasses.dataclass(frozen=True)
+class Circle:
+    """A circular hole of :func:`rectangle_mesh`; a plain ``(x, y, radius)`` tuple means the same.
+
+    Attributes
+    ----------
+    x, y : float
+        Centre.
+    radius : float
+    """
+
+    x: float
+    y: float
+    radius: float
+
+    def _check(self) -> str | None:
+        return None if self.radius > 0 else "has radius <= 0"
+
+    def _describe(self) -> str:
+        return f"({self.x}, {self.y}, {self.radius})"
+
+    @property
+    def bounding_radius(self) -> float:
+        """Radius of the smallest circle about ``(x, y)`` holding the shape."""
+        return self.radius
+
+    def _half_extents(self) -> tuple[float, float]:
+        return self.radius, self.radius
+
+    def _boundary(self, h: float) -> np.ndarray:
+        n = max(8, math.ceil(2 * math.pi * self.radius / h))
+        angles = 2 * math.pi * np.arange(n) / n
+        return np.column_stack(
+            [self.x + self.radius * np.cos(angles), self.y + self.radius * np.sin(angles)]
+        )
+
+    def _far_outside(self, points: np.ndarray, h: float) -> np.ndarray:
+        distance = np.hypot(points[:, 0] - self.x, points[:, 1] - self.y)
+        return (np.abs(distance - self.radius) > 0.5 * h) & (distance > self.radius)
+
+    def _contains(self, points: np.ndarray, h: float) -> np.ndarray:
+        return np.hypot(points[:, 0] - self.x, points[:, 1] - self.y) < self.radius
+
+
+class _ConvexShape:
+    """Shared meshing of the convex shapes given by their boundary polygon (in local
+    coordinates, counter-clockwise; placed at ``(x, y)`` and turned by ``angle``)."""
+
+    x: float
+    y: float
+    angle: float
+
+    def _local_outline(self, spacing: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def _place(self, local: np.ndarray) -> np.ndarray:
+        cos, sin = math.cos(self.angle), math.sin(self.angle)
+        return np.column_stack(
+            [
+                self.x + cos * local[:, 0] - sin * local[:, 1],
+                self.y + sin * local[:, 0] + cos * local[:, 1],
+            ]
+        )
+
+    def _boundary(self, h: float) -> np.ndarray:
+        return self._place(self._local_outline(h))
+
+    def _candidates(self, points: np.ndarray, h: float) -> np.ndarray:
+        reach = self.bounding_radius + h  # type: ignore[attr-defined]
+        return np.flatnonzero(np.hypot(points[:, 0] - self.x, points[:, 1] - self.y) < reach)
+
+    def _far_outside(self, points: np.ndarray, h: float) -> np.ndarray:
+        """Points outside the shape at least ``h / 2`` from its (finely sampled) boundary."""
+        keep = np.ones(len(points), dtype=bool)
+        near = self._candidates(points, h)
+        if near.size:
+            outline = self._boundary(h / 8)
+            start, end = outline, np.roll(outline, -1, axis=0)
+            edge = end - start
+            offset = points[near, None, :] - start[None]
+            along = np.clip((offset * edge).sum(axis=2) / (edge * edge).sum(axis=1), 0.0, 1.0)
+            gap = offset - along[..., None] * edge
+            distance = np.hypot(gap[..., 0], gap[..., 1]).min(axis=1)
+            keep[near] = (distance > 0.5 * h) & ~_inside_convex(points[near], outline)
+        return keep
+
+    def _contains(self, points: np.ndarray, h: float) -> np.ndarray:
+        """Points strictly inside the polygon of the boundary nodes."""
+        inside = np.zeros(len(points), dtype=bool)
+        near = self._candidates(points, h)
+        inside[near] = _inside_convex(points[near], self._boundary(h))
+        return inside
+
+
+def _inside_convex(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Points strictly inside a convex counter-clockwise polygon."""
+    edge = np.roll(polygon, -1, axis=0) - polygon
+    offset = points[:, None, :] - polygon[None]
+    cross = edge[None, :, 0] * offset[..., 1] - edge[None, :, 1] * offset[..., 0]
+    return np.all(cross > 0, axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ellipse(_ConvexShape):
+    """An elliptical hole of :func:`rectangle_mesh`.
+
+    Attributes
+    ----------
+    x, y : float
+        Centre.
+    a, b : float
+        Semi-axes: ``a`` along the direction ``angle``, ``b`` across it.
+    angle : float, default 0.0
+        Counter-clockwise angle of the ``a`` axis from the x axis, in radians.
+    """
+
+    x: float
+    y: float
+    a: float
+    b: float
+    angle: float = 0.0
+
+    def _check(self) -> str | None:
+        return None if self.a > 0 and self.b > 0 else "has a semi-axis <= 0"
+
+    def _describe(self) -> str:
+        return repr(self)
+
+    @property
+    def bounding_radius(self) -> float:
+        """Radius of the smallest circle about ``(x, y)`` holding the shape."""
+        return max(self.a, self.b)
+
+    def _half_extents(self) -> tuple[float, float]:
+        cos, sin = math.cos(self.angle), math.sin(self.angle)
+        return (
+            math.sqrt((self.a * cos) ** 2 + (self.b * sin) ** 2),
+            math.sqrt((self.a * sin) ** 2 + (self.b * cos) ** 2),
+        )
+
+    def _local_outline(self, spacing: float) -> np.ndarray:
+        """Nodes at equal arc lengths (at most ``spacing``, at least 8), from ``(a, 0)``."""
+        t = np.linspace(0.0, 2 * math.pi, 4097)
+        fine = np.column_stack([self.a * np.cos(t), self.b * np.sin(t)])
+        arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(fine, axis=0).T))])
+        n = max(8, math.ceil(arc[-1] / spacing))
+        s = np.interp(arc[-1] * np.arange(n) / n, arc, t)
+        return np.column_stack([self.a * np.cos(s), self.b * np.sin(s)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Rectangle(_ConvexShape):
+    """A (rotated) rectangular hole of :func:`rectangle_mesh`; a square when
+    ``half_width == half_height``. Its corners are mesh nodes.
+
+    Attributes
+    ----------
+    x, y : float
+        Centre.
+    half_width, half_height : float
+        Half side lengths along the rectangle's own axes.
+    angle : float, default 0.0
+        Counter-clockwise rotation, in radians.
+    """
+
+    x: float
+    y: float
+    half_width: float
+    half_height: float
+    angle: float = 0.0
+
+    def _check(self) -> str | None:
+        return None if self.half_width > 0 and self.half_height > 0 else "has a side <= 0"
+
+    def _describe(self) -> str:
+        return repr(self)
+
+    @property
+    def bounding_radius(self) -> float:
+        """Radius of the smallest circle about ``(x, y)`` holding the shape."""
+        return math.hypot(self.half_width, self.half_height)
+
+    def _half_extents(self) -> tuple[float, float]:
+        cos, sin = abs(math.cos(self.angle)), abs(math.sin(self.angle))
+        return (
+            self.half_width * cos + self.half_height * sin,
+            self.half_width * sin + self.half_height * cos,
+        )
+
+    def _local_outline(self, spacing: float) -> np.ndarray:
+        """The corners and equally spaced nodes (at most ``spacing`` apart) on each side."""
+        w, v = self.half_width, self.half_height
+        corners = np.array([[-w, -v], [w, -v], [w, v], [-w, v]])
+        sides = []
+        for k in range(4):
+            start, end = corners[k], corners[(k + 1) % 4]
+            n = max(1, math.ceil(np.hypot(*(end - start)) / spacing))
+            sides.append(start + (np.arange(n) / n)[:, None] * (end - start))
+        return np.concatenate(sides)
+
+
+# What `rectangle_mesh` takes for a hole, besides a plain (x, y, radius) sequence.
+HoleShape = Circle | Ellipse | Rectangle
+
+
+def _check_holes(holes: Any, width: float, height: float, margin: float) -> list[Any]:
+    """Holes as shapes: :class:`Circle`, :class:`Ellipse`, :class:`Rectangle` or
+    ``(x, y, radius)`` sequences (all plain sequences keep the checks of circles)."""
+    shapes = (Circle, Ellipse, Rectangle)
+    if not any(isinstance(hole, shapes) for hole in holes):
+        return [
+            Circle(*map(float, c)) for c in _check_circles(holes, "hole", width, height, margin)
+        ]
+    checked = []
+    for hole in holes:
+        if not isinstance(hole, shapes):
+            try:
+                (circle,) = _check_circles([hole], "hole", width, height, margin)
+            except (TypeError, ValueError) as error:
+                if "rectangle_mesh" in str(error):
+                    raise
+                raise ValueError(
+                    f"rectangle_mesh: hole {hole!r}, expected a Circle, Ellipse, Rectangle "
+                    "or (x, y, radius)"
+                ) from None
+            checked.append(Circle(*map(float, circle)))
+            continue
+        values = dataclasses.astuple(hole)
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+            raise ValueError(f"rectangle_mesh: hole {hole!r} has non-finite or non-numeric fields")
+        problem = hole._check()
+        if problem is not None:
+            raise ValueError(f"rectangle_mesh: hole {hole._describe()} {problem}")
+        half_x, half_y = hole._half_extents()
+        gaps = (hole.x - half_x, hole.y - half_y, width - hole.x - half_x, height - hole.y - half_y)
+        if min(gaps) < margin:
+            raise ValueError(
+                f"rectangle_mesh: hole {hole._describe()} must lie inside the {width} x "
+                f"{height} rectangle at least one mesh size ({margin}) from its edges"
+            )
+        checked.append(hole)
+    return checked
+
+
 def structured_rectangle_mesh(
     n_x: int, n_y: int | None = None, size: Sequence[float] = (1.0, 1.0)
 ) -> TriangleMesh:
@@ -277,7 +535,7 @@ def structured_rectangle_mesh(
     )
 
 
-def _rectangle_tagger(width: float, height: float, holes: np.ndarray) -> Any:
+def _rectangle_tagger(width: float, height: float, holes: Any) -> Any:
     def tag(midpoints: np.ndarray) -> np.ndarray:
         x, y = midpoints[:, 0], midpoints[:, 1]
         distance = np.stack([y, width - x, height - y, x])  # bottom, right, top, left
@@ -292,21 +550,22 @@ def rectangle_mesh(
     size: Sequence[float] = (1.0, 1.0),
     mesh_size: float = 0.05,
     *,
-    holes: Sequence[Sequence[float]] = (),
+    holes: Sequence[Sequence[float] | HoleShape] = (),
     inclusions: Sequence[Sequence[float]] = (),
     jitter: float = 0.15,
     seed: int | None = 0,
 ) -> TriangleMesh:
-    """An unstructured triangle mesh of a rectangle minus circular holes, resolving circular
-    inclusions.
+    """An unstructured triangle mesh of a rectangle minus holes (circles, ellipses, rotated
+    rectangles), resolving circular inclusions.
 
-    Nodes are placed every ``mesh_size`` along the rectangle's sides and on the circles
-    (holes and inclusions); the interior is filled with a jittered equilateral lattice of
-    spacing ``mesh_size`` kept at least half a mesh size from every boundary and circle.
-    The points are triangulated by :class:`scipy.spatial.Delaunay`, and triangles whose
-    centroid lies inside a hole are dropped. Triangles whose centroid lies inside the
-    ``k``-th inclusion get ``regions == k`` (1-based): their edges follow the inclusion's
-    circle, so a material jump is resolved by the mesh.
+    Nodes are placed every ``mesh_size`` along the rectangle's sides and, by arc length, on
+    the boundaries of the holes and inclusions (the corners of rectangular holes are
+    nodes); the interior is filled with a jittered equilateral lattice of spacing
+    ``mesh_size`` kept at least half a mesh size from every boundary. The points are
+    triangulated by :class:`scipy.spatial.Delaunay`, and triangles whose centroid lies
+    inside a hole (inside the polygon of its boundary nodes) are dropped. Triangles whose
+    centroid lies inside the ``k``-th inclusion get ``regions == k`` (1-based): their edges
+    follow the inclusion's circle, so a material jump is resolved by the mesh.
 
     Parameters
     ----------
@@ -314,9 +573,17 @@ def rectangle_mesh(
         Width and height of the rectangle ``[0, width] x [0, height]``.
     mesh_size : float, default 0.05
         Target edge length ``h``.
-    holes, inclusions : sequence of (x, y, radius)
-        Circles; each must lie at least ``mesh_size`` inside the rectangle. Holes are
-        removed from the domain (their boundary is tagged ``"holes"``).
+    holes : sequence of (x, y, radius), Circle, Ellipse or Rectangle
+        Shapes removed from the domain (their boundary is tagged ``"holes"``): a plain
+        ``(x, y, radius)`` sequence is a circle (as :class:`Circle`);
+        ``Ellipse(x, y, a, b, angle)`` has semi-axes ``a`` along the direction ``angle``
+        (radians, counter-clockwise) and ``b`` across it; ``Rectangle(x, y, half_width,
+        half_height, angle)`` is a rectangle turned by ``angle`` about its centre (a square
+        when the half sides are equal). Each must lie at least ``mesh_size`` inside the
+        rectangle (by its axis-aligned bounding box).
+    inclusions : sequence of (x, y, radius)
+        Circles of another material; each must lie at least ``mesh_size`` inside the
+        rectangle.
     jitter : float, default 0.15
         Random displacement of the interior lattice nodes, as a fraction of ``mesh_size``
         (0 gives a regular lattice); must be below 0.25 so the mesh stays well shaped.
@@ -331,14 +598,23 @@ def rectangle_mesh(
     Raises
     ------
     ValueError
-        For a non-positive size or mesh size, a circle not inside the rectangle, or
-        overlapping circles.
+        For a non-positive size or mesh size, a hole or circle not inside the rectangle,
+        a shape with a non-positive radius, semi-axis or side, or holes and inclusions
+        closer than one mesh size (checked on their bounding circles, of radius
+        ``bounding_radius`` about the centre).
 
     Examples
     --------
     >>> mesh = rectangle_mesh((2.0, 1.0), 0.2, inclusions=[(1.0, 0.5, 0.25)])
     >>> sorted(set(mesh.regions.tolist()))
     [0, 1]
+    >>> import math
+    >>> from physnet.fem.mesh import Ellipse, Rectangle
+    >>> holes = [(0.5, 0.5, 0.2), Ellipse(1.2, 0.5, 0.2, 0.1, angle=0.3),
+    ...          Rectangle(1.7, 0.5, 0.1, 0.1, angle=math.pi / 6)]
+    >>> mesh = rectangle_mesh((2.0, 1.0), 0.05, holes=holes)
+    >>> round(float(mesh.areas.sum()), 2), round(2 - math.pi * (0.04 + 0.02) - 0.04, 2)
+    (1.77, 1.77)
     """
     width, height = _check_size(size)
     h = float(mesh_size)
@@ -349,17 +625,20 @@ def rectangle_mesh(
         )
     if not 0 <= jitter < 0.25:
         raise ValueError(f"rectangle_mesh: jitter={jitter!r}, expected a number in [0, 0.25)")
-    holes = _check_circles(holes, "hole", width, height, h)
+    holes = _check_holes(holes, width, height, h)
     inclusions = _check_circles(inclusions, "inclusion", width, height, h)
-    circles = np.concatenate([holes, inclusions])
+    bounds = [(hole.x, hole.y, hole.bounding_radius) for hole in holes]
+    circles = np.concatenate([np.asarray(bounds, dtype=np.float64).reshape(-1, 3), inclusions])
+    names = [hole._describe() for hole in holes]
+    names += [str(tuple(circle)) for circle in inclusions]
     for i in range(len(circles)):
         for j in range(i):
             gap = np.hypot(*(circles[i, :2] - circles[j, :2])) - circles[i, 2] - circles[j, 2]
             if gap < h:
                 raise ValueError(
-                    f"rectangle_mesh: circles {tuple(circles[j])} and {tuple(circles[i])} "
-                    f"are closer than one mesh size ({h}); holes and inclusions must not "
-                    "overlap"
+                    f"rectangle_mesh: shapes {names[j]} and {names[i]} are closer than one "
+                    f"mesh size ({h}) (by their bounding circles); holes and inclusions "
+                    "must not overlap"
                 )
 
     n_x, n_y = max(1, math.ceil(width / h)), max(1, math.ceil(height / h))
@@ -370,13 +649,9 @@ def rectangle_mesh(
         np.column_stack([np.zeros(n_y - 1), ys[1:-1]]),
         np.column_stack([np.full(n_y - 1, width), ys[1:-1]]),
     ]
-    on_circles = []
-    for x, y, radius in circles:
-        n = max(8, math.ceil(2 * math.pi * radius / h))
-        angles = 2 * math.pi * np.arange(n) / n
-        on_circles.append(
-            np.column_stack([x + radius * np.cos(angles), y + radius * np.sin(angles)])
-        )
+    on_shapes = [hole._boundary(h) for hole in holes]
+    for x, y, radius in inclusions:
+        on_shapes.append(Circle(x, y, radius)._boundary(h))
 
     row_height = h * math.sqrt(3) / 2
     rows = np.arange(0, height + row_height, row_height)
@@ -393,20 +668,20 @@ def rectangle_mesh(
         & (interior[:, 1] > 0.5 * h)
         & (interior[:, 1] < height - 0.5 * h)
     )
-    for index, (x, y, radius) in enumerate(circles):
+    for hole in holes:
+        keep &= hole._far_outside(interior, h)
+    for x, y, radius in inclusions:
         distance = np.hypot(interior[:, 0] - x, interior[:, 1] - y)
         keep &= np.abs(distance - radius) > 0.5 * h
-        if index < len(holes):
-            keep &= distance > radius
-    points = np.concatenate([*outer, *on_circles, interior[keep]])
+    points = np.concatenate([*outer, *on_shapes, interior[keep]])
 
     from scipy.spatial import Delaunay
 
     triangles = Delaunay(points).simplices
     centroids = points[triangles].mean(axis=1)
     inside_hole = np.zeros(len(triangles), dtype=bool)
-    for x, y, radius in holes:
-        inside_hole |= np.hypot(centroids[:, 0] - x, centroids[:, 1] - y) < radius
+    for hole in holes:
+        inside_hole |= hole._contains(centroids, h)
     triangles, centroids = triangles[~inside_hole], centroids[~inside_hole]
     regions = np.zeros(len(triangles), dtype=np.int64)
     for index, (x, y, radius) in enumerate(inclusions, start=1):

@@ -19,14 +19,15 @@ torch.Size([2, 1, 16, 16])
 from physnet.nn._registry import Model, available_models, create
 from physnet.nn.checkpoint import load, read_metadata, save
 from physnet.nn.convnet import ConvNet
-from physnet.nn.cpconv import CPConv2d, CPConv3d, compress_convs
+from physnet.nn.cpconv import CPConv2d, CPConv3d, SeparableConv2d, compress_convs
 from physnet.nn.dcdm import DCDMMultigridNet, DCDMPaperNet, MultigridState
 from physnet.nn.dcdm_galerkin import DCDMGalerkinNet
 from physnet.nn.fno import FNO
 from physnet.nn.mgno import MgNO, MultigridCycle
 from physnet.nn.radar import Deep2S
 from physnet.nn.unet3d import ResNet3D, UNet3D
-from physnet.nn.wave import WaveCNN
+from physnet.nn.wave import WaveCNN, WaveCNN3d
+from physnet.nn.wave_stencil import WaveStencil
 
 __all__ = [
     "FNO",
@@ -42,8 +43,11 @@ __all__ = [
     "MultigridCycle",
     "MultigridState",
     "ResNet3D",
+    "SeparableConv2d",
     "UNet3D",
     "WaveCNN",
+    "WaveCNN3d",
+    "WaveStencil",
     "available_models",
     "compress_convs",
     "create",
