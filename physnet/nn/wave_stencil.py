@@ -5,7 +5,8 @@ for a constant speed ``c`` it is ``u_{n+1} = 2 cos(dt c sqrt(-Laplacian)) u_n - 
 and with inclusions, walls and absorbing sides it stays a linear map of the previous frames
 whose coefficients depend only on the medium. :class:`WaveStencil` learns that map: a
 small CNN (a hypernetwork) reads the speed map once and writes, at every grid point, one
-``stencil x stencil`` stencil per history frame; a step applies them,
+``stencil x stencil`` stencil per history frame (its taps, or the coefficients of a basis
+of difference operators); a step applies them,
 
 .. math::
 
@@ -17,6 +18,8 @@ and the network runs once per scene, not once per frame.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -181,13 +184,51 @@ class _CPUStencils(torch.autograd.Function):
         return torch.from_numpy(grad_frames), torch.from_numpy(grad_stencils)
 
 
+BASES = ("taps", "operators")
+
+
+def tap_basis(stencil: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every tap of a ``stencil x stencil`` stencil on its own (orders 0)."""
+    kernels = torch.eye(stencil * stencil).reshape(-1, stencil, stencil)
+    return kernels, torch.zeros(len(kernels))
+
+
+def operator_basis(stencil: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Difference operators that fit a ``stencil x stencil`` stencil: the powers ``L^m`` of
+    the 5-point Laplacian (``m <= r = stencil // 2``), and ``D_x L^m``, ``D_y L^m`` and
+    ``D_x D_y L^m`` (central differences, reaching at most ``r`` cells), and the order of
+    each (the number of derivatives: ``2m``, ``2m + 1``, ``2m + 2``)."""
+    radius = stencil // 2
+    delta = torch.zeros(stencil, stencil, dtype=torch.float64)
+    delta[radius, radius] = 1.0
+    laplacian = torch.tensor(
+        [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64
+    )
+    dx = torch.tensor([[0.0, 0.0, 0.0], [-0.5, 0.0, 0.5], [0.0, 0.0, 0.0]], dtype=torch.float64)
+
+    def apply(kernel: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(kernel[None, None], operator.flip(0, 1)[None, None], padding=1)[0, 0]
+
+    powers = [delta]
+    for _ in range(radius):
+        powers.append(apply(powers[-1], laplacian))
+    kernels = list(powers)
+    orders = [2 * m for m in range(radius + 1)]
+    for operator, order in ((dx, 1), (dx.T, 1), (apply(dx, dx.T), 2)):
+        for m in range(radius):
+            if 2 * m + order <= 2 * radius:
+                kernels.append(apply(powers[m], operator))
+                orders.append(2 * m + order)
+    return torch.stack(kernels).float(), torch.tensor(orders, dtype=torch.float32)
+
+
 class WaveStencil(Model, name="wave-stencil"):
     """Forecast a wave field with a spatially varying stencil that a CNN reads off the medium.
 
     A hypernetwork maps the speed map ``c`` (with its hole mask and a constant channel, so
     zero padding marks the sides) through a ``5 x 5`` lifting convolution and ``n_layers``
     residual ``3 x 3`` convolutions to ``horizon * history`` stencils of width ``stencil``
-    per grid point, added to those of the leapfrog extrapolation
+    per grid point (see ``basis``), added to those of the leapfrog extrapolation
     ``u_{n+j} = u_n + j (u_n - u_{n-1})`` (the learned part starts at zero). One step
     applies them to the last ``history`` frames (:func:`apply_stencils`); the stencils are
     computed once per :meth:`rollout` and reused for every frame.
@@ -223,6 +264,18 @@ class WaveStencil(Model, name="wave-stencil"):
         A curriculum on the rollout length: over the first ``unroll_warmup`` training calls
         of :meth:`forward` the segment length grows linearly from 1 to ``unroll`` (the count
         is a buffer of the model, so a resumed run continues the curriculum).
+    basis : {"taps", "operators"}, default "taps"
+        What the hypernetwork writes per grid point and history frame: every tap of the
+        stencil (``stencil**2`` numbers), or the coefficients of the difference operators
+        of :func:`operator_basis` (powers of the Laplacian and their x, y and xy
+        derivatives; 17 numbers for ``stencil=9``), which fix an isotropic, smooth
+        structure and train faster (one-step nRMSE 0.12 against 0.19 for the taps after
+        40 identical steps in a trial; see the ``wave-stencil`` card).
+    courant : float, default 2.56
+        With ``basis="operators"``: the largest ``c * frame_interval / h`` of the data.
+        The coefficient of an operator of order ``p`` is the network's output times
+        ``courant**p / p!``, the size of its term in the Taylor series of the exact
+        propagator, so the outputs are of order one.
 
     Examples
     --------
@@ -249,8 +302,14 @@ class WaveStencil(Model, name="wave-stencil"):
         input_noise: float = 0.0,
         unroll: int | None = None,
         unroll_warmup: int = 0,
+        basis: str = "taps",
+        courant: float = 2.56,
     ) -> None:
         super().__init__()
+        if basis not in BASES:
+            raise ValueError(f"WaveStencil: basis={basis!r}, expected one of {BASES}")
+        if not (isinstance(courant, (int, float)) and courant > 0):
+            raise ValueError(f"WaveStencil: courant={courant!r}, expected a positive number")
         for key, value, minimum in (
             ("unroll", 1 if unroll is None else unroll, 1),
             ("unroll_warmup", unroll_warmup, 0),
@@ -280,7 +339,15 @@ class WaveStencil(Model, name="wave-stencil"):
             torch.nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1) for _ in range(n_layers)
         )
         self.activation = _ACTIVATIONS[activation]()
-        self.projection = torch.nn.Conv2d(hidden_channels, horizon * history * stencil**2, 1)
+        self.basis, self.courant = basis, float(courant)
+        kernels, orders = operator_basis(stencil) if basis == "operators" else tap_basis(stencil)
+        # The hypernetwork's outputs are scaled by courant^order / order!, the size of each
+        # operator's term in the Taylor series of the propagator.
+        scales = torch.tensor([courant**o / math.factorial(int(o)) for o in orders.tolist()])
+        self.register_buffer("kernels", kernels, persistent=False)
+        self.register_buffer("scales", scales.float(), persistent=False)
+        outputs = horizon * history * len(kernels)
+        self.projection = torch.nn.Conv2d(hidden_channels, outputs, 1)
         for layer in (self.lift, *self.layers):
             torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
         torch.nn.init.zeros_(self.projection.weight)
@@ -315,8 +382,13 @@ class WaveStencil(Model, name="wave-stencil"):
             h = h + layer(self.activation(h))
         learned = self.projection(self.activation(h))
         batch, _, height, width = learned.shape
-        k = self.stencil
-        learned = learned.reshape(batch, self.horizon, self.history, k, k, height, width)
+        k, n = self.stencil, len(self.kernels)
+        coefficients = learned.reshape(batch, self.horizon, self.history, n, height, width)
+        if self.basis == "operators":
+            coefficients = coefficients * self.scales.view(1, 1, 1, n, 1, 1)
+            learned = torch.einsum("bojnyx,nac->bojacyx", coefficients, self.kernels)
+        else:
+            learned = coefficients.reshape(batch, self.horizon, self.history, k, k, height, width)
         # Contiguous once here, not in each of the steps that read them.
         return (learned + self.base[None, ..., None, None]).contiguous()
 

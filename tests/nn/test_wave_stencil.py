@@ -163,3 +163,45 @@ def test_bad_shapes():
         model.rollout(torch.rand(1, 8, 8), torch.rand(1, 3, 8, 8), -1)
     with pytest.raises(ValueError, match="clip"):
         model(torch.rand(1, 3, 8, 8))
+
+
+def test_operator_basis_is_the_laplacian_powers_and_their_derivatives():
+    from physnet.nn.wave_stencil import operator_basis
+
+    kernels, orders = operator_basis(7)
+    assert kernels.shape == (4 + 3 * 3, 7, 7)
+    assert orders.tolist() == [0, 2, 4, 6, 1, 3, 5, 1, 3, 5, 2, 4, 6]
+    torch.manual_seed(4)
+    u = torch.zeros(1, 1, 21, 21)
+    u[..., 3:-3, 3:-3] = torch.randn(15, 15)  # zero margins: no boundary effects
+    laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+    expected = u
+    for m in range(4):
+        applied = F.conv2d(u, kernels[m][None, None], padding=3)
+        torch.testing.assert_close(applied, expected, rtol=1e-5, atol=1e-4)
+        expected = F.conv2d(expected, laplacian[None, None], padding=1)
+    dx = F.conv2d(u, kernels[4][None, None], padding=3)
+    torch.testing.assert_close(dx[..., 1:-1], 0.5 * (u[..., 2:] - u[..., :-2]))
+
+
+def test_operator_stencils_combine_the_operators_with_the_predicted_coefficients():
+    model = trained_like(WaveStencil(history=2, stencil=5, hidden_channels=4, basis="operators"))
+    speed = torch.rand(1, 8, 8) + 0.5
+    stencils = model.stencils(speed)
+    assert stencils.shape == (1, 1, 2, 5, 5, 8, 8)
+    inputs = torch.stack([speed, torch.zeros_like(speed), torch.ones_like(speed)], 1)
+    h = model.lift(inputs)
+    for layer in model.layers:
+        h = h + layer(model.activation(h))
+    raw = model.projection(model.activation(h)).reshape(1, 1, 2, len(model.kernels), 8, 8)
+    coefficients = raw * model.scales.view(1, 1, 1, -1, 1, 1)
+    expected = torch.einsum("bojnyx,nac->bojacyx", coefficients, model.kernels)
+    expected = expected + model.base[None, ..., None, None]
+    torch.testing.assert_close(stencils, expected)
+
+
+def test_bad_basis():
+    with pytest.raises(ValueError, match="basis"):
+        WaveStencil(basis="fourier")
+    with pytest.raises(ValueError, match="courant"):
+        WaveStencil(basis="operators", courant=0.0)
