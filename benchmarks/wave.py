@@ -3,7 +3,7 @@
 Run from the repository root after generating the test sets and training
 (solvers/wave-stencil/card.md, solvers/wave-cp/card.md)::
 
-    python benchmarks/wave.py --model wave-cp=wave-cp --model stencil=runs/wave-stencil/best.safetensors
+    python benchmarks/wave.py --model wave-cp=wave-cp --model stencil=RUN/best.safetensors
 
 Every method starts from the first 4 frames of each test trajectory (a model with a shorter
 history gets the last of them) and predicts the following 200 frames. Rows per test set:
@@ -274,7 +274,8 @@ def to_markdown(report: dict) -> str:
         "teacher-forced. Energy: E_pred / E_true per frame (range over the rollout). Cost: CPU "
         "ms per frame and scene of a 200-frame rollout (models: 1 thread, batch 1 and 32, "
         "network included; FE: wall ms per frame, mesh to gridded frames, one scene at a "
-        "time).",
+        "time). Load average at the start: "
+        f"{report.get('load_average')} (a shared 2-core machine: other jobs ran beside it).",
     ]
     for name, result in report["sets"].items():
         lines += [
@@ -295,11 +296,12 @@ def to_markdown(report: dict) -> str:
                 if "energy_ratio_min" in row
                 else "–"
             )
+            parameters_text = f"{row['parameters']:,.0f}" if "parameters" in row else "–"
             cost_key = "ms_per_frame_b32" if "ms_per_frame_b32" in row else "ms_per_frame"
             fe_ratio = row.get("ms_per_frame_b32", row.get("ms_per_frame"))
             ratio = "–" if fe_ratio is None else f"{fe_ratio / result['fe_ms_per_frame']:.3f}"
             lines.append(
-                f"| {label} | {row.get('parameters', '–')} | {_cell(row, 'one_step')} "
+                f"| {label} | {parameters_text} | {_cell(row, 'one_step')} "
                 + " ".join(f"| {_cell(row, f'rollout_{s}')}" for s in REPORTED_STEPS)
                 + f" | {_cell(row, 'rollout_max')} | {_cell(row, 'error_vs_initial_max')} "
                 f"| {energy_range} | {_cell(row, 'energy_peak_ratio', 3)} "
