@@ -82,7 +82,8 @@ def summarise(results: dict, labels: dict[str, list[str]]) -> str:
     lines = [
         f"# Deep2S variants at equal data and budget ({seeds} seeds)",
         "",
-        f"Machine: {results['machine']}; threads: {results['threads']}.",
+        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch "
+        f"{results['machine'].get('torch')}; threads: {results['threads']}.",
         "",
         "Command: `python solvers/radar-deep2s/variants.py` (training: 1,200 mixed scenes, "
         "N_f 5-30, 10-30 dB, 1 epoch = 300 steps of batch 4, L1 + slice-SSIM; scoring: "
@@ -98,7 +99,8 @@ def summarise(results: dict, labels: dict[str, list[str]]) -> str:
             row = methods[reference]["metrics"]
             cells = " | ".join(f"{row[m]['mean']:.3f}" for m in METRICS)
             time = methods[reference]["ms_per_volume"]
-            lines.append(f"| {name} | {reference} (tuned) | {cells} | {time:.1f} |")
+            label = reference if reference == "zeros" else f"{reference} (tuned)"
+            lines.append(f"| {name} | {label} | {cells} | {time:.1f} |")
         for variant, members in labels.items():
             rows = [methods[f"learned:{label}"] for label in members]
             cells = []
@@ -108,6 +110,10 @@ def summarise(results: dict, labels: dict[str, list[str]]) -> str:
             time = np.median([row["ms_per_volume"] for row in rows])
             lines.append(f"| {name} | {variant} | {' | '.join(cells)} | {time:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def labels_of(variants: list[str], seeds: list[int]) -> dict[str, list[str]]:
+    return {variant: [f"{variant}-s{seed}" for seed in seeds] for variant in variants}
 
 
 def main() -> None:
