@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from physnet.nn._checks import is_int
 from physnet.nn._registry import Model
 from physnet.nn.convnet import _ACTIVATIONS
+from physnet.nn.wave import _WaveSurrogate
 
 __all__ = ["WaveStencil", "apply_stencils"]
 
@@ -359,19 +360,8 @@ class WaveStencil(Model, name="wave-stencil"):
             base[j - 1, -2, centre, centre] = -float(j)
         self.register_buffer("base", base, persistent=False)
 
-    def _check(self, speed: torch.Tensor, frames: torch.Tensor, what: str) -> None:
-        if torch.compiler.is_compiling():
-            return
-        if speed.ndim != 3 or frames.ndim != 4 or frames.shape[0] != speed.shape[0]:
-            raise ValueError(
-                f"WaveStencil.{what}: expected speed (batch, H, W) and frames (batch, n, H, W), "
-                f"got {tuple(speed.shape)} and {tuple(frames.shape)}"
-            )
-        if frames.shape[1] < self.history or frames.shape[2:] != speed.shape[1:]:
-            raise ValueError(
-                f"WaveStencil.{what}: frames of shape {tuple(frames.shape)}, expected at least "
-                f"history={self.history} frames on the speed map's grid {tuple(speed.shape[1:])}"
-            )
+    # The shape checks of the other wave surrogates (messages name this class).
+    _check = _WaveSurrogate._check
 
     def stencils(self, speed: torch.Tensor) -> torch.Tensor:
         """The stencils ``(batch, horizon, history, stencil, stencil, H, W)`` of speed maps
