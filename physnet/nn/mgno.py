@@ -15,6 +15,7 @@ CPU (a training step at 64×64 takes about 10–20 % less time than with contigu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,9 @@ __all__ = ["MgNO", "MultigridCycle"]
 
 BOUNDARIES = ("dirichlet", "periodic", "neumann")
 RESTRICTIONS = ("source", "residual")
+KERNEL_SCALINGS = ("moments", "none")
+FINE_LEVELS = ("interpolate", "reuse")
+FIXED_LEVEL = -1  # level_plan's mark of a level that only restricts and interpolates
 _PADDING_MODES = {"dirichlet": "zeros", "periodic": "circular", "neumann": "reflect"}
 _FUNCTIONAL_PADDING = {"periodic": "circular", "neumann": "reflect"}
 
@@ -58,6 +62,28 @@ class MultigridCycle(torch.nn.Module):
     restriction : {"source", "residual"}
     bias : bool
         Biases on the smoothing convolutions ``A`` and ``S``.
+    reference_grid : int or (int, int), optional
+        Make the cycle resolution-consistent (see :func:`level_plan`): the schedule's levels
+        belong to grids of this many nodes per axis, finest first, and a grid with another
+        spacing gets levels added (finer grids) or dropped (coarser ones) so that every
+        level keeps the physical spacing it was trained at (``fine_levels`` says what the
+        added levels do); where a spacing differs from the trained one (a grid size that is
+        not the reference's times a power of 2) the learned ``A`` and ``S`` kernels are
+        rescaled to it (``kernel_scaling``). Without it (the reference behaviour) the cycle
+        always has ``len(smoothing)`` levels, whatever the grid.
+    kernel_scaling : {"moments", "none"}, default "moments"
+        How a level's ``A`` and ``S`` follow the ratio ``s = h_trained / h`` of grid spacings
+        when ``reference_grid`` is set: ``"moments"`` keeps the continuous operator a
+        kernel discretises, scaling its moment ``Σ K(i, j) iᵖ jᑫ`` by ``s_xᵖ s_yᑫ`` for ``A``
+        (a differential operator) and by ``s_xᵖ⁻¹ s_yᑫ⁻¹`` for ``S`` (a smoother, the inverse
+        of a second-order operator: ``h²`` times a stencil); ``"none"`` reuses the kernels as
+        they are. Restrictions and prolongations (averaging and interpolation) never change.
+    fine_levels : {"interpolate", "reuse"}, default "interpolate"
+        What a level finer than the finest trained one does: ``"interpolate"`` restricts
+        the source by full weighting and interpolates the coarser levels' solution back
+        bilinearly (no learned weights: the network adds no operator at scales it never
+        saw); ``"reuse"`` runs the finest trained level's modules there, their ``A`` and
+        ``S`` rescaled by ``kernel_scaling``.
 
     Raises
     ------
@@ -81,6 +107,9 @@ class MultigridCycle(torch.nn.Module):
         boundary: str = "dirichlet",
         restriction: str = "source",
         bias: bool = False,
+        reference_grid: int | Sequence[int] | None = None,
+        kernel_scaling: str = "moments",
+        fine_levels: str = "interpolate",
     ) -> None:
         super().__init__()
         for key, value in (
@@ -92,6 +121,11 @@ class MultigridCycle(torch.nn.Module):
         _check_choice("MultigridCycle", "boundary", boundary, BOUNDARIES)
         _check_choice("MultigridCycle", "restriction", restriction, RESTRICTIONS)
         self.smoothing = _check_smoothing("MultigridCycle", smoothing)
+        _check_choice("MultigridCycle", "kernel_scaling", kernel_scaling, KERNEL_SCALINGS)
+        _check_choice("MultigridCycle", "fine_levels", fine_levels, FINE_LEVELS)
+        self.reference_grid = _check_reference_grid("MultigridCycle", reference_grid)
+        self.kernel_scaling = kernel_scaling
+        self.fine_levels = fine_levels
         self.boundary = boundary
         self.restriction = restriction
         padding_mode = _PADDING_MODES[boundary]
@@ -169,39 +203,109 @@ class MultigridCycle(torch.nn.Module):
         fine = F.conv_transpose2d(padded, layer.weight, stride=2)
         return fine[..., 3 : 3 + height, 3 : 3 + width]
 
-    @staticmethod
-    def _smooth(steps: torch.nn.ModuleList, u: Any, f: torch.Tensor) -> Any:
+    def _smooth(self, steps: torch.nn.ModuleList, u: Any, f: torch.Tensor, scale: Any) -> Any:
         for step in steps:
-            u = step["S"](f) if u is None else u + step["S"](f - step["A"](u))
+            if u is None:
+                u = self._convolve(step["S"], f, scale, -1)
+            elif "A" in step:
+                u = u + self._convolve(
+                    step["S"], f - self._convolve(step["A"], u, scale, 0), scale, -1
+                )
+            else:  # a step built for a zero u (no A) meets a non-zero one: A = 0 there
+                u = u + self._convolve(step["S"], f, scale, -1)
         return u
 
+    def _convolve(self, conv: Any, x: torch.Tensor, scale: Any, shift: int) -> torch.Tensor:
+        """``conv(x)`` with its kernel rescaled to the grid-spacing ratio ``scale``."""
+        if scale is None or self.kernel_scaling == "none":
+            return conv(x)
+        weight = _rescale_kernel(conv.weight, scale, shift)
+        bias = conv.bias
+        if bias is not None and shift:
+            bias = bias * (scale[0] * scale[1]) ** shift
+        return conv._conv_forward(x, weight, bias)
+
     def forward(self, f: torch.Tensor) -> torch.Tensor:
+        plan = self.level_plan(f.shape[-2:])
         sources: list[torch.Tensor] = []
         solutions: list[Any] = []
         u: Any = None
-        levels = len(self.smoothing)
-        for level in range(levels):
-            u = self._smooth(self.pre_smoothing[level], u, f)
+        for position, (level, scale) in enumerate(plan):
+            if level == FIXED_LEVEL:  # a grid finer than any trained level: pass f down
+                sources.append(f)
+                solutions.append(None)
+                f = _full_weighting(f, self.boundary)
+                continue
+            u = self._smooth(self.pre_smoothing[level], u, f, scale)
             sources.append(f)
             solutions.append(u)
-            if level == levels - 1:
+            if position == len(plan) - 1:
                 break
             down = self.restrictions[level]
+            # A level that is the finest trained one or finer starts from u = 0: that is what
+            # the trained finest level saw, and its first step may have no A.
+            keep_u = plan[position + 1][0] > 0
             if self.restriction == "source":
                 f = down["R"](f)
-                u = None if u is None else down["Pi"](u)
+                u = down["Pi"](u) if keep_u and u is not None else None
             else:
-                f = down["R"](f if u is None else f - down["A"](u))
+                residual = f if u is None else f - self._convolve(down["A"], u, scale, 0)
+                f = down["R"](residual)
                 u = None
-        u = self._smooth(self.post_smoothing[levels - 1], solutions[-1], sources[-1])
-        for level in range(levels - 2, -1, -1):
-            fine = solutions[level]
-            shape = sources[level].shape[-2:]
+        level, scale = plan[-1]
+        u = self._smooth(self.post_smoothing[level], solutions[-1], sources[-1], scale)
+        for position in range(len(plan) - 2, -1, -1):
+            level, scale = plan[position]
+            shape = sources[position].shape[-2:]
+            if level == FIXED_LEVEL:
+                u = None if u is None else _bilinear_prolongation(u, shape, self.boundary)
+                continue
+            fine = solutions[position]
             if u is not None:
                 correction = self._prolong(level, u, shape)
                 fine = correction if fine is None else fine + correction
-            u = self._smooth(self.post_smoothing[level], fine, sources[level])
+            u = self._smooth(self.post_smoothing[level], fine, sources[position], scale)
         return u
+
+    def level_plan(self, shape: Sequence[int]) -> list[tuple[int, Any]]:
+        """The levels a ``shape`` grid runs, finest first: ``(schedule level, scale)`` pairs.
+
+        Without ``reference_grid`` this is every level of the schedule, unscaled (``scale``
+        ``None``). With it, the spacing ratio per axis ``ρ = (n − 1) / (n_ref − 1)`` sets
+        ``e = round(log2 √(ρ_y ρ_x))`` extra levels (``e < 0`` drops the ``−e`` finest
+        trained ones): grid level ``ℓ ≥ e`` runs schedule level ``ℓ − e`` with the spacing
+        ratio ``s = ρ 2^(−e)`` per axis, ``None`` where it is exactly 1 (so the reference
+        grid runs the trained network bit for bit); the ``e`` finer levels are ``-1``
+        (``fine_levels="interpolate"``) or the finest trained level 0 with
+        ``s = ρ 2^(−ℓ)`` (``"reuse"``).
+
+        Examples
+        --------
+        >>> from physnet.nn import MultigridCycle
+        >>> cycle = MultigridCycle(1, 2, [[1, 0]] * 3 + [[2, 0]], reference_grid=33)
+        >>> [level for level, _ in cycle.level_plan((65, 65))]
+        [-1, 0, 1, 2, 3]
+        >>> cycle.fine_levels = "reuse"
+        >>> cycle.level_plan((65, 65))[:2]
+        [(0, (2.0, 2.0)), (0, None)]
+        >>> cycle.level_plan((17, 17))
+        [(1, None), (2, None), (3, None)]
+        """
+        levels = len(self.smoothing)
+        if self.reference_grid is None:
+            return [(level, None) for level in range(levels)]
+        finest = FIXED_LEVEL if self.fine_levels == "interpolate" else 0
+        ratios = [(n - 1) / (ref - 1) for n, ref in zip(shape, self.reference_grid, strict=True)]
+        extra = round(math.log2(math.sqrt(ratios[0] * ratios[1])))
+        extra = max(extra, 1 - levels)  # keep at least the coarsest level
+        plan = []
+        for position in range(levels + extra):
+            level = max(position - extra, 0)
+            scale = tuple(ratio * 2.0 ** (level - position) for ratio in ratios)
+            if position < extra:
+                level = finest
+            plan.append((level, None if scale == (1.0, 1.0) else scale))
+        return plan
 
 
 class MgNO(Model, name="mgno"):
@@ -239,6 +343,17 @@ class MgNO(Model, name="mgno"):
         per input channel) inside the network, so checkpoints read raw data.
     output_scale : float or list of float, default 1
         The head's output is multiplied by it (one value, or one per output channel).
+    reference_grid : int or (int, int), optional
+        Resolution-consistent mode: the grid (nodes per axis) the schedule belongs to,
+        normally the training grid. On a finer or coarser grid every V-cycle adds or drops
+        levels so each level keeps its physical spacing, and the learned smoothing kernels
+        are rescaled to the spacing (:class:`MultigridCycle`). ``None`` (default) is the
+        reference behaviour: the same levels and kernels on every grid. It holds no
+        parameters, so it can be set on a trained model (``model.set_reference_grid(64)``).
+    kernel_scaling : {"moments", "none"}, default "moments"
+    fine_levels : {"interpolate", "reuse"}, default "interpolate"
+        What resolution-consistent mode does at spacings other than the trained ones
+        (:class:`MultigridCycle`).
 
     Raises
     ------
@@ -284,6 +399,9 @@ class MgNO(Model, name="mgno"):
         input_shift: float | Sequence[float] = 0.0,
         input_scale: float | Sequence[float] = 1.0,
         output_scale: float | Sequence[float] = 1.0,
+        reference_grid: int | Sequence[int] | None = None,
+        kernel_scaling: str = "moments",
+        fine_levels: str = "interpolate",
     ) -> None:
         super().__init__()
         for key, value in (
@@ -334,6 +452,9 @@ class MgNO(Model, name="mgno"):
                 boundary=boundary,
                 restriction=restriction,
                 bias=bias,
+                reference_grid=reference_grid,
+                kernel_scaling=kernel_scaling,
+                fine_levels=fine_levels,
             )
             for layer in range(n_layers)
         )
@@ -345,6 +466,39 @@ class MgNO(Model, name="mgno"):
         # Channels-last weights make oneDNN keep every activation channels-last (see the
         # module docstring); physnet.nn.save stores contiguous copies, so files do not change.
         self.to(memory_format=torch.channels_last)
+
+    def set_reference_grid(
+        self,
+        reference_grid: int | Sequence[int] | None,
+        kernel_scaling: str | None = None,
+        fine_levels: str | None = None,
+    ) -> MgNO:
+        """Switch resolution-consistent mode on (a grid) or off (``None``); returns ``self``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from physnet.nn import MgNO
+        >>> model = MgNO(hidden_channels=4, n_layers=1, smoothing=[[1, 0], [2, 0]])
+        >>> x = torch.rand(1, 1, 17, 17)
+        >>> y = model(x)
+        >>> bool(torch.equal(model.set_reference_grid(17)(x), y))  # the same at its own grid
+        True
+        >>> model(torch.rand(1, 1, 33, 33)).shape  # one more level here
+        torch.Size([1, 1, 33, 33])
+        """
+        grid = _check_reference_grid("MgNO.set_reference_grid", reference_grid)
+        options = {"kernel_scaling": kernel_scaling, "fine_levels": fine_levels}
+        choices = {"kernel_scaling": KERNEL_SCALINGS, "fine_levels": FINE_LEVELS}
+        for key, value in options.items():
+            if value is not None:
+                _check_choice("MgNO.set_reference_grid", key, value, choices[key])
+        for cycle in self.cycles:
+            cycle.reference_grid = grid
+            for key, value in options.items():
+                if value is not None:
+                    setattr(cycle, key, value)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(batch, in_channels, H, W)`` fields to ``(batch, out_channels, H, W)``."""
@@ -378,6 +532,60 @@ class MgNO(Model, name="mgno"):
                     f"coarsest level after {self.levels - 1} coarsenings; reflecting padding "
                     "needs at least 2 points per axis there (use fewer levels or a larger grid)"
                 )
+
+
+def _full_weighting(f: torch.Tensor, boundary: str) -> torch.Tensor:
+    """Full-weighting restriction to the grid of every other node (coarse ``j`` = fine ``2j``)."""
+    taps = torch.tensor([0.25, 0.5, 0.25], dtype=f.dtype, device=f.device)
+    kernel = (taps[:, None] * taps[None, :]).expand(f.shape[1], 1, 3, 3)
+    mode = _FUNCTIONAL_PADDING.get(boundary, "replicate")
+    return F.conv2d(F.pad(f, (1, 1, 1, 1), mode=mode), kernel, stride=2, groups=f.shape[1])
+
+
+def _bilinear_prolongation(u: torch.Tensor, shape: Sequence[int], boundary: str) -> torch.Tensor:
+    """Bilinear interpolation from every other node (coarse ``j`` = fine ``2j``) to ``shape``."""
+    taps = torch.tensor([0.5, 1.0, 0.5], dtype=u.dtype, device=u.device)
+    kernel = (taps[:, None] * taps[None, :]).expand(u.shape[1], 1, 3, 3)
+    padded = F.pad(u, (1, 1, 1, 1), mode=_FUNCTIONAL_PADDING.get(boundary, "replicate"))
+    fine = F.conv_transpose2d(padded, kernel, stride=2, groups=u.shape[1])
+    return fine[..., 3 : 3 + shape[0], 3 : 3 + shape[1]]
+
+
+def _rescale_kernel(weight: torch.Tensor, scale: Sequence[float], shift: int) -> torch.Tensor:
+    """A 3×3 kernel for a grid ``scale`` times finer per axis (``(s_y, s_x)``), by moments.
+
+    The moments ``m_pq = Σ_ij K(i, j) iᵖ jᑫ`` (``i, j ∈ {−1, 0, 1}``, ``p, q ≤ 2``) determine
+    a 3×3 kernel; a kernel discretising a fixed continuous operator has
+    ``m_pq ∝ h_y^(−p) h_x^(−q)``, so the finer grid's kernel has ``m_pq s_yᵖ s_xᑫ`` —
+    times ``(s_y s_x)^shift`` (``shift = −1`` for a smoother, which is ``h²`` times a
+    stencil). ``K' = T_y K T_xᵀ`` with ``T = V⁻¹ diag(1, s, s²) V``, ``V_pi = iᵖ``.
+    """
+    nodes = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    vandermonde = torch.stack([nodes**p for p in range(3)])
+    inverse = torch.linalg.inv(vandermonde)
+    rows, cols = (
+        (inverse @ torch.diag(torch.tensor([1.0, s, s * s], dtype=torch.float64)) @ vandermonde)
+        for s in scale
+    )
+    rows = rows.to(weight.dtype) * (scale[0] * scale[1]) ** shift
+    cols = cols.to(weight.dtype)
+    return torch.einsum("ia,ocab,jb->ocij", rows, weight, cols)
+
+
+def _check_reference_grid(owner: str, value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    sizes = [value, value] if is_int(value) else value
+    try:
+        pair = tuple(sizes)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(is_int(n) and n >= 3 for n in pair):
+        raise ValueError(
+            f"{owner}: reference_grid={value!r}, expected None, a node count >= 3 or a pair of "
+            "them (the grid the schedule's finest level belongs to)"
+        )
+    return (int(pair[0]), int(pair[1]))
 
 
 def _coarse_size(n: int, coarsenings: int) -> int:

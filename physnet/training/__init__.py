@@ -28,11 +28,14 @@ from physnet.training.losses import (
     relative_lp,
     slice_ssim,
 )
+from physnet.training.mixed import GroupedBatchSampler, MixedResolution
 from physnet.training.trainer import History, Trainer, TrainingDiverged
 
 __all__ = [
     "LOSSES",
+    "GroupedBatchSampler",
     "History",
+    "MixedResolution",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",

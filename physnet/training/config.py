@@ -96,12 +96,15 @@ class DataConfig:
     ``train`` is a file :func:`physnet.datasets.open` reads, restricted to ``train_split``
     when given (a split name of a physnet store, or a list of sample indices). Validation
     data is ``val`` (restricted to ``val_split``), or, without ``val``, the ``val_split``
-    of the training file; neither means no validation. ``inputs``/``targets`` default to
-    those the dataset declares; ``stride`` subsamples the grid of FNO and PDEBench files.
+    of the training file; neither means no validation. ``train`` and ``val`` may be lists
+    of files whose grids differ (mixed-resolution training): the split applies to each
+    file, and every batch comes from one file (:class:`~physnet.training.MixedResolution`).
+    ``inputs``/``targets`` default to those the dataset declares; ``stride`` subsamples the
+    grid of FNO and PDEBench files.
     """
 
-    train: str
-    val: str | None = None
+    train: str | list[str]
+    val: str | list[str] | None = None
     train_split: str | list[int] | None = None
     val_split: str | list[int] | None = None
     inputs: list[str] | None = None
@@ -336,6 +339,13 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _resolve_paths(value: Any, base: Path | None) -> Any:
+    """:func:`_resolve_path` of a path or of each path of a list."""
+    if isinstance(value, list):
+        return [_resolve_path(item, base) for item in value]
+    return _resolve_path(value, base)
+
+
 def _resolve_path(value: str | None, base: Path | None) -> str | None:
     if value is None:
         return None
@@ -408,12 +418,13 @@ def train_from_config(
     from physnet.datasets import open as open_dataset
     from physnet.nn import create
     from physnet.training import distributed
+    from physnet.training.mixed import MixedResolution
 
     config = load_config(path, overrides=overrides)
     base = Path(path).resolve().parent
     data = config.data
-    train_path = _resolve_path(data.train, base)
-    val_path = _resolve_path(data.val, base)
+    train_path = _resolve_paths(data.train, base)
+    val_path = _resolve_paths(data.val, base)
 
     torch.manual_seed(config.training.seed)
     try:
@@ -421,11 +432,20 @@ def train_from_config(
     except (TypeError, ValueError) as error:
         raise ValueError(f"[model] in {path}: {error}") from None
 
-    train = open_dataset(train_path, split=data.train_split, stride=data.stride)
+    def open_files(paths: str | list[str], split: Any) -> Any:
+        if isinstance(paths, str):
+            return open_dataset(paths, split=split, stride=data.stride)
+        if not paths:
+            raise ValueError(f"[data] in {path}: an empty list of files")
+        return MixedResolution(
+            [open_dataset(item, split=split, stride=data.stride) for item in paths]
+        )
+
+    train = open_files(train_path, data.train_split)
     if val_path is not None:
-        val = open_dataset(val_path, split=data.val_split, stride=data.stride)
+        val = open_files(val_path, data.val_split)
     elif data.val_split is not None:
-        val = open_dataset(train_path, split=data.val_split, stride=data.stride)
+        val = open_files(train_path, data.val_split)
     else:
         val = None
 

@@ -31,6 +31,7 @@ from physnet.training.evaluate import (
     resolve_loss,
     spatial_ndim,
 )
+from physnet.training.mixed import GroupedBatchSampler
 
 __all__ = ["History", "Trainer", "TrainingDiverged"]
 
@@ -442,33 +443,56 @@ class Trainer:
         model.train()
         ndim = spatial_ndim(model, train_dataset[0], (*inputs, *targets))
 
-        sampler = DistributedSampler(
-            train_dataset,
-            num_replicas=context.world_size,
-            rank=context.rank,
-            shuffle=True,
-            seed=self.seed,
-            drop_last=False,
-        )
         loader_generator = torch.Generator()
         pin = device.type == "cuda"
+        train_groups = getattr(train_dataset, "groups", None)
+        if train_groups is not None:  # samples of several shapes: batches never mix them
+            sampler = GroupedBatchSampler(
+                train_groups,
+                self.batch_size,
+                seed=self.seed,
+                rank=context.rank,
+                world_size=context.world_size,
+            )
+            loader_options = {"batch_sampler": sampler}
+        else:
+            sampler = DistributedSampler(
+                train_dataset,
+                num_replicas=context.world_size,
+                rank=context.rank,
+                shuffle=True,
+                seed=self.seed,
+                drop_last=False,
+            )
+            loader_options = {"batch_size": self.batch_size, "sampler": sampler}
         train_loader = DataLoader(
             train_dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
             num_workers=self.num_workers,
             generator=loader_generator,
             pin_memory=pin,
+            **loader_options,
         )
         val_loader = None
         if val_dataset is not None:
             # Each sample exactly once over all ranks, so summed metrics are exact means.
+            val_groups = getattr(val_dataset, "groups", None)
+            if val_groups is not None:
+                val_options: dict[str, Any] = {
+                    "batch_sampler": GroupedBatchSampler(
+                        val_groups,
+                        self.batch_size,
+                        shuffle=False,
+                        rank=context.rank,
+                        world_size=context.world_size,
+                    )
+                }
+            else:
+                val_options = {
+                    "batch_size": self.batch_size,
+                    "sampler": range(context.rank, len(val_dataset), context.world_size),
+                }
             val_loader = DataLoader(
-                val_dataset,
-                batch_size=self.batch_size,
-                sampler=range(context.rank, len(val_dataset), context.world_size),
-                num_workers=self.num_workers,
-                pin_memory=pin,
+                val_dataset, num_workers=self.num_workers, pin_memory=pin, **val_options
             )
         steps_per_epoch = len(train_loader)
 
