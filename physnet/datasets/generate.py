@@ -269,6 +269,7 @@ def _load_builtins() -> None:
     import physnet.datasets._darcy
     import physnet.datasets._dcdm_data
     import physnet.datasets._generators
+    import physnet.datasets._helmholtz
     import physnet.datasets._poisson_systems
     import physnet.datasets._radar
     import physnet.datasets._wave  # noqa: F401

@@ -1,9 +1,11 @@
 """Darcy generators: the Karhunen–Loève field against its formula and its variance, the solve
-against an independent SciPy assembly and an exact sine-transform solve, the sample layout,
-stride subsampling, the store and the FNO ``.mat`` round trip."""
+against an independent SciPy assembly, an exact sine-transform solve and its second-order
+convergence, the multiscale coefficient against a direct evaluation of its formula, the sample
+layout, stride subsampling, determinism, the store and the FNO ``.mat`` round trip."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -18,6 +20,7 @@ from physnet.datasets._darcy import (
     darcy_coefficient,
     darcy_solve,
     gaussian_random_field,
+    multiscale_coefficient,
     stored_size,
 )
 from physnet.datasets.generate import generate, get_generator, sample_of
@@ -163,6 +166,111 @@ def test_invalid_solve_inputs():
         darcy_solve(np.ones((2, 2)))
     with pytest.raises(ValueError, match="gaussian_random_field: size=1"):
         gaussian_random_field(1, np.random.default_rng(0))
+
+
+# --- darcy-multiscale ---------------------------------------------------------------------
+
+
+def test_multiscale_coefficient_is_the_hano_formula():
+    frequencies = np.random.default_rng(5).uniform(2.0 ** np.arange(6), 2.0 ** np.arange(1, 7))
+    size = 11
+    expected = np.empty((size, size))
+    for i in range(size):
+        for j in range(size):
+            x, y = i / (size - 1), j / (size - 1)
+            expected[i, j] = math.prod(
+                (1 + 0.5 * math.cos(a * math.pi * (x + y)))
+                * (1 + 0.5 * math.sin(a * math.pi * (y - 3 * x)))
+                for a in frequencies
+            )
+    np.testing.assert_allclose(multiscale_coefficient(frequencies, size), expected, rtol=1e-12)
+    # amplitude b: each factor in [1 - b, 1 + b]
+    a = multiscale_coefficient(frequencies, 65, amplitude=0.3)
+    assert a.min() >= 0.7**12 and a.max() <= 1.3**12
+
+
+def test_multiscale_sample_is_the_solve_of_its_drawn_scales():
+    generator = get_generator("darcy-multiscale")
+    config = generator.check_config({"size": 33, "stride": 2})
+    assert (config["n_scales"], config["amplitude"]) == (6, 0.5)
+    sample = sample_of(generator, config, seed=3, index=4)
+    # The scales are the first draws of the sample's stream, a_k ~ U[2^(k-1), 2^k].
+    rng = np.random.default_rng(np.random.SeedSequence(3, spawn_key=(4,)))
+    frequencies = rng.uniform(2.0 ** np.arange(6), 2.0 ** np.arange(1, 7))
+    assert np.all((2.0 ** np.arange(6) <= frequencies) & (frequencies <= 2.0 ** np.arange(1, 7)))
+    coefficient = multiscale_coefficient(frequencies, 33)
+    expected = _scipy_darcy(coefficient)
+    assert sample["coefficient"].dtype == sample["solution"].dtype == np.float32
+    assert sample["coefficient"].shape == sample["solution"].shape == (17, 17)
+    np.testing.assert_allclose(sample["coefficient"], coefficient[::2, ::2], rtol=1e-7)
+    np.testing.assert_allclose(sample["solution"], expected[::2, ::2], rtol=1e-6, atol=1e-9)
+    # At stride 1 the stored solution solves the stored coefficient.
+    full = sample_of(generator, generator.check_config({"size": 17, "stride": 1}), 3, 4)
+    np.testing.assert_allclose(
+        full["solution"], _scipy_darcy(full["coefficient"].astype(np.float64)), rtol=1e-5
+    )
+
+
+def test_solve_converges_at_second_order_for_a_smooth_multiscale_coefficient():
+    frequencies = [1.3, 2.6]  # resolved on every grid; a spans 0.15 to 4.6
+    reference = darcy_solve(multiscale_coefficient(frequencies, 257))
+    errors = []
+    for size in (33, 65):
+        solution = darcy_solve(multiscale_coefficient(frequencies, size))
+        on_grid = reference[:: 256 // (size - 1), :: 256 // (size - 1)]
+        errors.append(np.abs(solution - on_grid).max() / np.abs(on_grid).max())
+    assert errors[1] < 5e-3
+    assert 3.6 < errors[0] / errors[1] < 4.4
+
+
+def test_multiscale_samples_are_determined_by_seed_and_index():
+    generator = get_generator("darcy-multiscale")
+    config = generator.check_config({"size": 17, "stride": 1})
+    first = sample_of(generator, config, seed=0, index=1)
+    again = sample_of(generator, config, seed=0, index=1)
+    for name in ("coefficient", "solution"):
+        np.testing.assert_array_equal(first[name], again[name])
+    for seed, index in ((1, 1), (0, 2)):
+        other = sample_of(generator, config, seed=seed, index=index)
+        assert not np.array_equal(first["coefficient"], other["coefficient"])
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"size": 2}, ValueError, r"config.size: 2, expected at least 3"),
+        ({"size": 9, "stride": 9}, ValueError, r"config.stride: 9, expected 1 <= stride"),
+        ({"n_scales": 0}, ValueError, r"config.n_scales: 0, expected 1 to 30"),
+        ({"amplitude": 1.0}, ValueError, r"config.amplitude: 1.0, expected a number in \[0, 1\)"),
+        ({"solver": "lu"}, ValueError, r"config.solver: 'lu', expected one of"),
+        ({"n_scales": 6.5}, TypeError, r"config.n_scales: expected an integer"),
+        ({"tau": 3.0}, ValueError, r"unknown key\(s\) \['tau'\]"),
+    ],
+)
+def test_invalid_multiscale_configs(options, error, match):
+    with pytest.raises(error, match=match):
+        get_generator("darcy-multiscale").check_config(options)
+
+
+def test_invalid_multiscale_coefficient_inputs():
+    with pytest.raises(ValueError, match=r"multiscale_coefficient: frequencies of shape \(0,\)"):
+        multiscale_coefficient([], 5)
+    with pytest.raises(ValueError, match="multiscale_coefficient: size=1"):
+        multiscale_coefficient([1.0], 1)
+    with pytest.raises(ValueError, match=r"multiscale_coefficient: amplitude=1\.5"):
+        multiscale_coefficient([1.0], 5, amplitude=1.5)
+
+
+def test_multiscale_store_has_the_mgno_splits(tmp_path):
+    out = os.path.join(tmp_path, "multiscale.h5")
+    generate(
+        "darcy-multiscale", out, samples=12, progress=False, overrides={"size": 13, "stride": 3}
+    )
+    lengths = [len(open_dataset(out, split=split)) for split in ("train", "val", "test")]
+    assert lengths == [10, 1, 1]
+    everything = open_dataset(out)
+    assert everything.inputs == ("coefficient",) and everything.targets == ("solution",)
+    assert everything[0]["coefficient"].shape == (5, 5)
 
 
 def test_store_and_fno_mat_round_trip(tmp_path):
