@@ -27,6 +27,7 @@ from physnet.nn.mgno import MgNO, MultigridCycle
 from physnet.nn.radar import Deep2S
 from physnet.nn.unet3d import ResNet3D, UNet3D
 from physnet.nn.wave import WaveCNN, WaveCNN3d
+from physnet.nn.wave_leapfrog import WaveLeapfrog
 from physnet.nn.wave_stencil import WaveStencil
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "UNet3D",
     "WaveCNN",
     "WaveCNN3d",
+    "WaveLeapfrog",
     "WaveStencil",
     "available_models",
     "compress_convs",

@@ -223,7 +223,40 @@ def operator_basis(stencil: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(kernels).float(), torch.tensor(orders, dtype=torch.float32)
 
 
-class WaveStencil(Model, name="wave-stencil"):
+class _MediumEncoder(torch.nn.Module):
+    """The hypernetwork trunk of the stencil surrogates: the speed map, its hole mask and a
+    constant channel (so zero padding marks the sides) through a ``5 x 5`` lifting
+    convolution and residual ``3 x 3`` convolutions; a subclass adds its projection."""
+
+    def _build_encoder(
+        self, hidden_channels: int, n_layers: int, activation: str, owner: str
+    ) -> None:
+        if not is_int(n_layers) or n_layers < 0:
+            raise ValueError(f"{owner}: n_layers={n_layers!r}, expected an integer >= 0")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"{owner}: activation={activation!r}, expected one of {tuple(_ACTIVATIONS)}"
+            )
+        self.lift = torch.nn.Conv2d(3, hidden_channels, 5, padding=2)
+        self.layers = torch.nn.ModuleList(
+            torch.nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1) for _ in range(n_layers)
+        )
+        self.activation = _ACTIVATIONS[activation]()
+
+    def _init_encoder(self) -> None:
+        for layer in (self.lift, *self.layers):
+            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+
+    def _encode(self, speed: torch.Tensor) -> torch.Tensor:
+        """Features ``(batch, hidden_channels, H, W)`` of speed maps ``(batch, H, W)``."""
+        inputs = torch.stack([speed, (speed == 0).to(speed.dtype), torch.ones_like(speed)], 1)
+        h = self.lift(inputs.contiguous(memory_format=torch.channels_last))
+        for layer in self.layers:
+            h = h + layer(self.activation(h))
+        return h
+
+
+class WaveStencil(Model, _MediumEncoder, name="wave-stencil"):
     """Forecast a wave field with a spatially varying stencil that a CNN reads off the medium.
 
     A hypernetwork maps the speed map ``c`` (with its hole mask and a constant channel, so
@@ -335,11 +368,7 @@ class WaveStencil(Model, name="wave-stencil"):
         self.input_noise = float(input_noise)
         self.unroll, self.unroll_warmup = unroll, unroll_warmup
         self.register_buffer("training_calls", torch.zeros((), dtype=torch.long))
-        self.lift = torch.nn.Conv2d(3, hidden_channels, 5, padding=2)
-        self.layers = torch.nn.ModuleList(
-            torch.nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1) for _ in range(n_layers)
-        )
-        self.activation = _ACTIVATIONS[activation]()
+        self._build_encoder(hidden_channels, n_layers, activation, "WaveStencil")
         self.basis, self.courant = basis, float(courant)
         kernels, orders = operator_basis(stencil) if basis == "operators" else tap_basis(stencil)
         # The hypernetwork's outputs are scaled by courant^order / order!, the size of each
@@ -349,8 +378,7 @@ class WaveStencil(Model, name="wave-stencil"):
         self.register_buffer("scales", scales.float(), persistent=False)
         outputs = horizon * history * len(kernels)
         self.projection = torch.nn.Conv2d(hidden_channels, outputs, 1)
-        for layer in (self.lift, *self.layers):
-            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        self._init_encoder()
         torch.nn.init.zeros_(self.projection.weight)
         torch.nn.init.zeros_(self.projection.bias)
         base = torch.zeros(horizon, history, stencil, stencil)
@@ -366,11 +394,7 @@ class WaveStencil(Model, name="wave-stencil"):
     def stencils(self, speed: torch.Tensor) -> torch.Tensor:
         """The stencils ``(batch, horizon, history, stencil, stencil, H, W)`` of speed maps
         ``(batch, H, W)`` (frames oldest first)."""
-        inputs = torch.stack([speed, (speed == 0).to(speed.dtype), torch.ones_like(speed)], 1)
-        h = self.lift(inputs.contiguous(memory_format=torch.channels_last))
-        for layer in self.layers:
-            h = h + layer(self.activation(h))
-        learned = self.projection(self.activation(h))
+        learned = self.projection(self.activation(self._encode(speed)))
         batch, _, height, width = learned.shape
         k, n = self.stencil, len(self.kernels)
         coefficients = learned.reshape(batch, self.horizon, self.history, n, height, width)
