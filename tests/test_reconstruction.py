@@ -63,10 +63,13 @@ def test_matches_the_stages_done_by_hand(measurements):
     assert one.shape == GRID
 
 
+@pytest.mark.parametrize("batch_size", [3, 8])
 @pytest.mark.parametrize("input_kind", ["magnitude", "complex"])
-def test_a_volume_does_not_depend_on_its_batch(measurements, input_kind):
+def test_a_volume_does_not_depend_on_its_batch(measurements, input_kind, batch_size):
     A, y = measurements
-    reconstructor = Reconstructor(tiny_model(input_kind), operator=A, batch_size=3, progress=False)
+    reconstructor = Reconstructor(
+        tiny_model(input_kind), operator=A, batch_size=batch_size, progress=False
+    )
     alone = reconstructor(y[2])
     with_mates = reconstructor(y[[0, 1, 2]])[2]
     other_mates = reconstructor(np.stack([y[2], 1e3 * y[4], y[3]]))[0]
@@ -160,6 +163,27 @@ def test_pretrained_deep2s_beats_backprojection_and_zeros(n_frequencies, gain_db
     assert np.mean(psnr(volumes, truth)) > np.mean(psnr(back, truth)) + 3.0
     assert np.mean(psnr(volumes, truth)) > np.mean(psnr(zeros, truth)) + gain_db
     assert np.mean(ssim(volumes, truth)) > np.mean(ssim(zeros, truth))
+
+
+def test_pretrained_deep2s_matches_a_float64_rerun():
+    """The float32 pipeline (batched adjoint, channels-last network with folded batch
+    norms) against the same stages in float64, on fresh N_f = 15 scenes at 30 dB."""
+    from physnet.datasets.generate import get_generator, sample_of
+    from physnet.pretrained import available
+
+    if "radar-deep2s" not in available():
+        pytest.skip("radar-deep2s is not installed")
+    generator = get_generator("radar-mimo")
+    config = generator.check_config({"n_frequencies": 15})
+    y = np.stack([sample_of(generator, config, 778, i)["measurements"] for i in range(2)])
+    volumes = reconstruct(y, "radar-deep2s", batch_size=8)  # two volumes, six of padding
+    A = NearFieldMIMO(n_frequencies=15, dtype=np.complex128)
+    back = np.abs(A.H @ y.astype(np.complex128)).reshape(2, 1, *A.grid_shape)
+    x = torch.from_numpy(np.concatenate([back, np.full_like(back, 15.0)], axis=1))
+    with torch.no_grad():
+        expected = physnet.nn.load("radar-deep2s").double()(x)[:, 0].numpy()
+    assert expected.max() > 0.5
+    np.testing.assert_allclose(volumes, expected, rtol=0, atol=1e-4 * expected.max())
 
 
 # --- sharding by rank ----------------------------------------------------------------------

@@ -32,17 +32,90 @@ def _check_positive(owner: str, name: str, value: object) -> None:
         raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
 
 
-class _DoubleConv(torch.nn.Sequential):
-    def __init__(self, channels_in: int, channels_out: int, kernel, padding, batch_norm: bool):
-        layers: list[torch.nn.Module] = []
-        for c_in in (channels_in, channels_out):
-            layers.append(
-                torch.nn.Conv3d(c_in, channels_out, kernel, padding=padding, bias=not batch_norm)
-            )
-            if batch_norm:
-                layers.append(torch.nn.BatchNorm3d(channels_out))
-            layers.append(torch.nn.ReLU(inplace=True))
-        super().__init__(*layers)
+class _Layers(torch.nn.Sequential):
+    """Convolutions, batch norms and ReLUs applied in order, with two shortcuts that keep the
+    arithmetic (to float rounding):
+
+    - in evaluation mode a batch norm with running statistics is folded into the
+      convolution before it (:func:`_fold_batch_norm`), saving a pass over the activations;
+    - a 1x1x1 convolution of channels-last activations runs as a matrix product over the
+      channel axis (:func:`_pointwise`): torch's own 1x1x1 path first copies them to the
+      contiguous layout.
+    """
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        index = 0
+        while index < len(layers):
+            layer = layers[index]
+            following = layers[index + 1] if index + 1 < len(layers) else None
+            if isinstance(layer, torch.nn.Conv3d) and _uses_running_statistics(following):
+                weight, bias = _fold_batch_norm(layer, following)
+                h = F.conv3d(h, weight, bias, layer.stride, layer.padding, layer.dilation)
+                index += 2
+                continue
+            if _is_pointwise(layer) and h.is_contiguous(memory_format=torch.channels_last_3d):
+                h = _pointwise(layer, h)
+            else:
+                h = layer(h)
+            index += 1
+        return h
+
+
+def _double_conv(channels_in: int, channels_out: int, kernel, padding, batch_norm: bool):
+    layers: list[torch.nn.Module] = []
+    for c_in in (channels_in, channels_out):
+        layers.append(
+            torch.nn.Conv3d(c_in, channels_out, kernel, padding=padding, bias=not batch_norm)
+        )
+        if batch_norm:
+            layers.append(torch.nn.BatchNorm3d(channels_out))
+        layers.append(torch.nn.ReLU(inplace=True))
+    return _Layers(*layers)
+
+
+def _uses_running_statistics(layer: torch.nn.Module | None) -> bool:
+    """Whether ``layer`` is a batch norm that normalises by its running statistics."""
+    return (
+        isinstance(layer, torch.nn.BatchNorm3d)
+        and not layer.training
+        and layer.running_mean is not None
+        and layer.running_var is not None
+    )
+
+
+def _fold_batch_norm(
+    conv: torch.nn.Conv3d, norm: torch.nn.BatchNorm3d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The weight and bias of ``norm(conv(x))`` as one convolution (differentiable).
+
+    With ``s = gamma / sqrt(running_var + eps)``: ``W' = s W`` (per output channel) and
+    ``b' = s (b - running_mean) + beta``.
+    """
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    bias = -norm.running_mean if conv.bias is None else conv.bias - norm.running_mean
+    bias = bias * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias
+    return conv.weight * scale.reshape(-1, 1, 1, 1, 1), bias
+
+
+def _is_pointwise(layer: torch.nn.Module) -> bool:
+    return (
+        isinstance(layer, torch.nn.Conv3d)
+        and layer.kernel_size == (1, 1, 1)
+        and layer.stride == (1, 1, 1)
+        and layer.groups == 1
+        and layer.padding in ((0, 0, 0), "valid")
+    )
+
+
+def _pointwise(conv: torch.nn.Conv3d, h: torch.Tensor) -> torch.Tensor:
+    """A 1x1x1 convolution of channels-last ``h``: a matrix product over its channel axis."""
+    channels_last = h.permute(0, 2, 3, 4, 1)  # a contiguous view for channels-last ``h``
+    return F.linear(channels_last, conv.weight.flatten(1), conv.bias).permute(0, 4, 1, 2, 3)
 
 
 class UNet3D(Model, name="unet3d"):
@@ -66,6 +139,14 @@ class UNet3D(Model, name="unet3d"):
     ------
     ValueError
         For invalid arguments, or an input grid smaller than ``2^levels`` along an axis.
+
+    Notes
+    -----
+    On the CPU the activations are channels-last (the layout oneDNN's 3-D convolutions
+    run in without reordering), in evaluation mode every batch norm is folded into the
+    convolution before it, and the final 1x1x1 convolution is a matrix product over the
+    channels. Outputs and gradients agree with applying the layers one by one on contiguous
+    tensors to float rounding; the weights and checkpoints are unchanged.
 
     Examples
     --------
@@ -113,7 +194,7 @@ class UNet3D(Model, name="unet3d"):
         self.encoder = torch.nn.ModuleList()
         previous = in_channels
         for width in channels:
-            self.encoder.append(_DoubleConv(previous, width, conv_kernel, padding, batch_norm))
+            self.encoder.append(_double_conv(previous, width, conv_kernel, padding, batch_norm))
             previous = width
         self.upsample = torch.nn.ModuleList()
         self.decoder = torch.nn.ModuleList()
@@ -128,7 +209,7 @@ class UNet3D(Model, name="unet3d"):
                     output_padding=(0, 0, 1) if kernel == "2d" else 0,
                 )
             )
-            self.decoder.append(_DoubleConv(2 * width, width, conv_kernel, padding, batch_norm))
+            self.decoder.append(_double_conv(2 * width, width, conv_kernel, padding, batch_norm))
             previous = width
         head: list[torch.nn.Module] = [
             torch.nn.Conv3d(
@@ -138,7 +219,7 @@ class UNet3D(Model, name="unet3d"):
         if batch_norm:
             head.append(torch.nn.BatchNorm3d(head_channels))
         head += [torch.nn.ReLU(inplace=True), torch.nn.Conv3d(head_channels, out_channels, 1)]
-        self.head = torch.nn.Sequential(*head)
+        self.head = _Layers(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, in_channels, X, Y, Z)`` to ``(B, out_channels, X, Y, Z)``."""
@@ -151,6 +232,11 @@ class UNet3D(Model, name="unet3d"):
         grid = tuple(x.shape[2:])
         cropped = tuple(n - n % factor for n in grid)
         h = x[..., : cropped[0], : cropped[1], : cropped[2]]
+        if h.device.type == "cpu":
+            # oneDNN convolves channels-last activations as they are; contiguous ones it
+            # reorders to its blocked layout and back around every convolution (radar-deep2s
+            # measured 1.2x faster, 1 thread). Other devices keep their layout (unmeasured).
+            h = h.contiguous(memory_format=torch.channels_last_3d)
         skips = []
         for block in self.encoder:
             h = block(h)
@@ -160,7 +246,7 @@ class UNet3D(Model, name="unet3d"):
             h = block(torch.cat([upsample(h), skip], dim=1))
         h = F.pad(h, [0, grid[2] - cropped[2], 0, grid[1] - cropped[1], 0, grid[0] - cropped[0]])
         h = self.head(h)
-        return torch.sigmoid(h) if self.output == "sigmoid" else h
+        return (torch.sigmoid(h) if self.output == "sigmoid" else h).contiguous()
 
 
 class ResNet3D(Model, name="resnet3d"):

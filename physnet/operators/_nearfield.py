@@ -10,7 +10,8 @@ Two ways to apply the operator, chosen by the batch size in :mod:`physnet.operat
 **Fused** (:func:`adjoint_fused`, :func:`forward_fused`), for small batches. The adjoint
 accumulates, per frequency and transmitter, ``sum_r b[k, r, v] y[k, t, r]`` for a block of
 voxels (receivers four at a time, so that the partial sums are loaded and stored once per four
-receivers rather than once per receiver) and then adds ``a[k, t, v]`` times it to the result;
+receivers rather than once per receiver, and four rows of ``b`` serve up to :data:`GROUP`
+volumes while they are in L1) and then adds ``a[k, t, v]`` times it to the result;
 the forward map weights ``a`` by ``x`` once per block and takes dot products with the ``b``
 rows. No temporary grows with the batch.
 
@@ -37,6 +38,9 @@ _FASTMATH = {"reassoc", "contract"}
 BLOCK = 512
 """Voxels per block of the fused kernels (their partial sums stay in L1)."""
 
+GROUP = 8
+"""Volumes of a batch that the fused adjoint applies each read of a table row to."""
+
 
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def adjoint_fused(ar, ai, br, bi, yr, yi, outr, outi):
@@ -44,39 +48,43 @@ def adjoint_fused(ar, ai, br, bi, yr, yi, outr, outi):
 
     ``y`` is ``(B, K, T, R)``, ``out`` is ``(B, n)``, all split into real and imaginary
     planes. The caller conjugates (``A^H y = conj(A_plain(conj y))``). Threads split the
-    voxel blocks.
+    voxel blocks and the groups of ``GROUP`` volumes. Every volume goes through the same
+    loops whatever its group, so its result does not depend on the batch.
     """
     n_frequencies, n_transmitters, n = ar.shape
     n_receivers = br.shape[1]
     batch = yr.shape[0]
     dtype = ar.dtype
-    for block in numba.prange((n + BLOCK - 1) // BLOCK):
-        start = block * BLOCK
+    n_groups = (batch + GROUP - 1) // GROUP
+    for item in numba.prange(((n + BLOCK - 1) // BLOCK) * n_groups):
+        start = (item // n_groups) * BLOCK
         stop = min(n, start + BLOCK)
         width = stop - start
-        partial_r = np.empty(width, dtype)
-        partial_i = np.empty(width, dtype)
-        sum_r = np.empty(width, dtype)
-        sum_i = np.empty(width, dtype)
-        for j in range(batch):
-            sum_r[:] = 0
-            sum_i[:] = 0
-            for k in range(n_frequencies):
-                for t in range(n_transmitters):
-                    partial_r[:] = 0
-                    partial_i[:] = 0
-                    r = 0
-                    while r + 4 <= n_receivers:
+        first = (item % n_groups) * GROUP
+        size = min(GROUP, batch - first)
+        partial_r = np.empty((size, width), dtype)
+        partial_i = np.empty((size, width), dtype)
+        sum_r = np.zeros((size, width), dtype)
+        sum_i = np.zeros((size, width), dtype)
+        for k in range(n_frequencies):
+            for t in range(n_transmitters):
+                partial_r[:] = 0
+                partial_i[:] = 0
+                r = 0
+                while r + 4 <= n_receivers:
+                    b0r, b0i = br[k, r, start:stop], bi[k, r, start:stop]
+                    b1r, b1i = br[k, r + 1, start:stop], bi[k, r + 1, start:stop]
+                    b2r, b2i = br[k, r + 2, start:stop], bi[k, r + 2, start:stop]
+                    b3r, b3i = br[k, r + 3, start:stop], bi[k, r + 3, start:stop]
+                    for g in range(size):  # the four rows of b stay in L1 for the group
+                        j = first + g
                         c0r, c0i = yr[j, k, t, r], yi[j, k, t, r]
                         c1r, c1i = yr[j, k, t, r + 1], yi[j, k, t, r + 1]
                         c2r, c2i = yr[j, k, t, r + 2], yi[j, k, t, r + 2]
                         c3r, c3i = yr[j, k, t, r + 3], yi[j, k, t, r + 3]
-                        b0r, b0i = br[k, r, start:stop], bi[k, r, start:stop]
-                        b1r, b1i = br[k, r + 1, start:stop], bi[k, r + 1, start:stop]
-                        b2r, b2i = br[k, r + 2, start:stop], bi[k, r + 2, start:stop]
-                        b3r, b3i = br[k, r + 3, start:stop], bi[k, r + 3, start:stop]
+                        p_r, p_i = partial_r[g], partial_i[g]
                         for v in range(width):
-                            partial_r[v] += (
+                            p_r[v] += (
                                 b0r[v] * c0r
                                 - b0i[v] * c0i
                                 + b1r[v] * c1r
@@ -86,7 +94,7 @@ def adjoint_fused(ar, ai, br, bi, yr, yi, outr, outi):
                                 + b3r[v] * c3r
                                 - b3i[v] * c3i
                             )
-                            partial_i[v] += (
+                            p_i[v] += (
                                 b0r[v] * c0i
                                 + b0i[v] * c0r
                                 + b1r[v] * c1i
@@ -96,20 +104,27 @@ def adjoint_fused(ar, ai, br, bi, yr, yi, outr, outi):
                                 + b3r[v] * c3i
                                 + b3i[v] * c3r
                             )
-                        r += 4
-                    while r < n_receivers:
+                    r += 4
+                while r < n_receivers:
+                    b0r, b0i = br[k, r, start:stop], bi[k, r, start:stop]
+                    for g in range(size):
+                        j = first + g
                         cr, ci = yr[j, k, t, r], yi[j, k, t, r]
-                        b0r, b0i = br[k, r, start:stop], bi[k, r, start:stop]
+                        p_r, p_i = partial_r[g], partial_i[g]
                         for v in range(width):
-                            partial_r[v] += b0r[v] * cr - b0i[v] * ci
-                            partial_i[v] += b0r[v] * ci + b0i[v] * cr
-                        r += 1
-                    a_r, a_i = ar[k, t, start:stop], ai[k, t, start:stop]
+                            p_r[v] += b0r[v] * cr - b0i[v] * ci
+                            p_i[v] += b0r[v] * ci + b0i[v] * cr
+                    r += 1
+                a_r, a_i = ar[k, t, start:stop], ai[k, t, start:stop]
+                for g in range(size):
+                    p_r, p_i = partial_r[g], partial_i[g]
+                    s_r, s_i = sum_r[g], sum_i[g]
                     for v in range(width):
-                        sum_r[v] += a_r[v] * partial_r[v] - a_i[v] * partial_i[v]
-                        sum_i[v] += a_r[v] * partial_i[v] + a_i[v] * partial_r[v]
-            outr[j, start:stop] = sum_r
-            outi[j, start:stop] = sum_i
+                        s_r[v] += a_r[v] * p_r[v] - a_i[v] * p_i[v]
+                        s_i[v] += a_r[v] * p_i[v] + a_i[v] * p_r[v]
+        for g in range(size):
+            outr[first + g, start:stop] = sum_r[g]
+            outi[first + g, start:stop] = sum_i[g]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)

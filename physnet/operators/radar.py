@@ -28,12 +28,13 @@ operator, 16 % for the cross array) are computed from the distance tables ``d_vt
 they are recomputed chunk by chunk at every apply.
 
 NumPy arrays are computed by Numba kernels and BLAS (:mod:`physnet.operators._nearfield`):
-batches of fewer than 8 volumes by kernels that contract the factored form directly,
-larger batches by writing the columns of ``A`` of one voxel chunk at a time into tiles
-that stay in cache and applying them with three real matrix products (the 3M method),
-which for a batch of 32 is faster than multiplying by the stored dense matrix. Torch
-tensors are computed with torch (CPU or CUDA, and differentiable), CuPy arrays by CUDA
-kernels that generate the phases in registers (:mod:`physnet.operators._cuda.radar`).
+batches of fewer than 8 volumes (16 for the adjoint) by kernels that contract the
+factored form directly, larger batches by writing the columns of ``A`` of one voxel chunk
+at a time into tiles that stay in cache and applying them with three real matrix products
+(the 3M method), which for a batch of 32 is faster than multiplying by the stored dense
+matrix. Torch tensors are computed with torch (CPU or CUDA, and differentiable), CuPy
+arrays by CUDA kernels that generate the phases in registers
+(:mod:`physnet.operators._cuda.radar`).
 
 References
 ----------
@@ -249,10 +250,11 @@ class NearFieldMIMO(LinearOperator):
     Cost of one apply: ``K T R N`` complex multiply-adds (72 M for the reference setting
     at ``K = 15``), as for the dense matrix, but without reading a 0.5-1.5 GB matrix from
     memory. Applying a batch amortises the table reads over its volumes; from 8 volumes
-    on (NumPy), also the writing of each chunk's columns of ``A``, which three real BLAS
-    products then apply in ``3/4`` of the arithmetic of a complex one. Results agree with
-    the dense matrix to rounding in the operand's precision, but batches below and above
-    8 volumes round differently.
+    on (16 for the adjoint; NumPy), also the writing of each chunk's columns of ``A``,
+    which three real BLAS products then apply in ``3/4`` of the arithmetic of a complex
+    one. Results agree with the dense matrix to rounding in the operand's precision, but
+    batches below and above 8 (16) volumes round differently; below, a volume's result
+    does not depend on the batch it is in.
 
     Examples
     --------
@@ -528,14 +530,21 @@ class _NumpyCore:
 
     The factor tables are kept as split real and imaginary planes with the voxels last
     (``a`` as ``(2, K, T, N)``, ``b`` as ``(2, K, R, N)``), the layout of
-    :mod:`physnet.operators._nearfield`. Below ``TILE_BATCH`` rows the fused kernels
-    apply the factored operator directly; from it on, each chunk of voxels gets its columns
-    of the dense operator written to three cache-sized real tiles that three BLAS products
-    apply to the whole batch (module docstring of :mod:`physnet.operators._nearfield`).
+    :mod:`physnet.operators._nearfield`. Below ``TILE_BATCH`` rows (``ADJOINT_TILE_BATCH``
+    for the adjoint) the fused kernels apply the factored operator directly; from it on,
+    each chunk of voxels gets its columns of the dense operator written to three
+    cache-sized real tiles that three BLAS products apply to the whole batch (module
+    docstring of :mod:`physnet.operators._nearfield`).
     """
 
     TILE_BATCH = 8
     """Batch size from which the tiles win (measured 1 thread, N_f = 15, 25 x 25 x 49)."""
+
+    ADJOINT_TILE_BATCH = 16
+    """The same for the adjoint, whose fused kernel applies each read of a table row to up
+    to 8 volumes (measured 1 thread, N_f = 15, ms per volume, fused against tiles: 16.2
+    and 16.6 at 8 volumes, 15.8 and 10.4 at 16; at 2 threads on a loaded machine the tiles
+    took 20x longer at 8 volumes, BLAS's threads competing with Numba's)."""
 
     TILE_BYTES = 8 * _MIB
     """Target size of the three tiles of one chunk (they stay in L2/L3 between the build
@@ -572,7 +581,7 @@ class _NumpyCore:
 
     def apply(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
         x = x.astype(self.dtype, copy=False)
-        if x.shape[0] >= self.TILE_BATCH:
+        if x.shape[0] >= (self.ADJOINT_TILE_BATCH if adjoint else self.TILE_BATCH):
             return self._apply_tiles(x, adjoint)
         return self._apply_fused(x, adjoint)
 

@@ -136,7 +136,7 @@ def relative_error(value, expected):
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-@pytest.mark.parametrize("batch", [1, 3, _NumpyCore.TILE_BATCH, 11])
+@pytest.mark.parametrize("batch", [1, 3, _NumpyCore.TILE_BATCH, 11, _NumpyCore.ADJOINT_TILE_BATCH])
 @pytest.mark.parametrize("cached", [True, False], ids=["cached", "uncached"])
 def test_fused_and_tile_applies_match_the_dense_matrix(rng, monkeypatch, dtype, batch, cached):
     # 720 voxels: two blocks of the fused kernels; tiles of 64 voxels and a short last one.
@@ -168,6 +168,26 @@ def test_batch_mates_do_not_change_a_fused_result(rng):
     x = complex_normal(rng, (_NumpyCore.TILE_BATCH - 1, A.shape[1]), np.complex64)
     np.testing.assert_array_equal(A.H @ y[2], (A.H @ y)[2])
     np.testing.assert_array_equal(A @ x[2], (A @ x)[2])
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_the_fused_adjoint_gives_a_volume_the_same_bits_in_any_batch(rng, dtype):
+    # Its kernel shares each read of the tables between the volumes of a group (up to
+    # 8): a volume's result must not depend on its group, its place in it, or the batch.
+    A = NearFieldMIMO(n_frequencies=3, grid_shape=(8, 9, 10), dtype=dtype)
+    count = _NumpyCore.ADJOINT_TILE_BATCH - 1
+    y = complex_normal(rng, (count, *A.measurement_shape), dtype)
+    alone = np.stack([A.H @ volume for volume in y])
+    np.testing.assert_array_equal(A.H @ y, alone)
+    order = rng.permutation(count)
+    mates = y[order] * np.where(np.arange(count) % 2, 1e3, 1.0).reshape(-1, 1, 1, 1)
+    shuffled = A.H @ mates.astype(dtype)
+    for place, index in enumerate(order):
+        if place % 2 == 0:
+            np.testing.assert_array_equal(shuffled[place], alone[index])
+    dense = NearFieldMIMO(n_frequencies=3, grid_shape=(8, 9, 10), dtype=np.complex128).dense()
+    tol = 1e-13 if dtype == np.complex128 else 2e-6
+    assert relative_error(alone, y.reshape(count, -1) @ dense.conj()) < tol
 
 
 def test_complex64_agrees_with_complex128(rng):
