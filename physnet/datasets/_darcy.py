@@ -444,9 +444,7 @@ class MultiscaleDarcyFlow:
             )
         _check_solver(config)
 
-    def fields(self, config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
-        side = stored_size(config["size"], config["stride"])
-        return {"coefficient": ((side, side), np.float32), "solution": ((side, side), np.float32)}
+    fields = DarcyFlow.fields  # the same coefficient and solution fields
 
     def sample(
         self, config: dict[str, Any], index: int, rng: np.random.Generator

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
+from checkpoint_checks import load_pretrained_and_check_resave
 
 import physnet
 import physnet.nn
@@ -116,17 +116,7 @@ def test_checkpoints_store_contiguous_tensors_and_round_trip(tmp_path):
 
 
 def test_pretrained_checkpoint_loads_with_unchanged_weights_and_outputs(tmp_path):
-    model = physnet.nn.load("mgno-darcy-smooth-64").eval()
-    assert sum(p.numel() for p in model.parameters()) == 572_661
-    # The file's tensors are the model's parameters, and saving writes them back unchanged.
-    path = Path(physnet.__file__).parent / "pretrained" / "mgno-darcy-smooth-64.safetensors"
-    shipped = safetensors.torch.load_file(path)
-    resaved = os.path.join(tmp_path, "resaved.safetensors")
-    physnet.nn.save(model, resaved)
-    again = safetensors.torch.load_file(resaved)
-    assert shipped.keys() == again.keys() == model.state_dict().keys()
-    for key, value in shipped.items():
-        assert torch.equal(again[key], value) and torch.equal(model.state_dict()[key], value)
+    model = load_pretrained_and_check_resave("mgno-darcy-smooth-64", 572_661, tmp_path)
     # Outputs: the float32 model against the original code (contiguous weights) in float64
     # and in float32.
     generator = torch.Generator().manual_seed(7)

@@ -6,7 +6,6 @@ outputs and gradients in float64, the same checkpoints, the shipped model unchan
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 import safetensors.torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from checkpoint_checks import load_pretrained_and_check_resave  # noqa: E402
 
 import physnet  # noqa: E402
 import physnet.nn  # noqa: E402
@@ -137,16 +137,7 @@ def test_checkpoints_store_contiguous_tensors_and_round_trip(tmp_path):
 
 
 def test_pretrained_checkpoint_loads_with_unchanged_weights_and_outputs(tmp_path):
-    model = physnet.nn.load("radar-deep2s").eval()
-    assert sum(p.numel() for p in model.parameters()) == 718_769
-    path = Path(physnet.__file__).parent / "pretrained" / "radar-deep2s.safetensors"
-    shipped = safetensors.torch.load_file(path)
-    resaved = os.path.join(tmp_path, "resaved.safetensors")
-    physnet.nn.save(model, resaved)
-    again = safetensors.torch.load_file(resaved)
-    assert shipped.keys() == again.keys() == model.state_dict().keys()
-    for key, value in shipped.items():
-        assert torch.equal(again[key], value) and torch.equal(model.state_dict()[key], value)
+    model = load_pretrained_and_check_resave("radar-deep2s", 718_769, tmp_path)
     # Outputs: the float32 fast forward against the original code in float64 and float32,
     # on a backprojection-like input (sparse bright blobs on a faint background).
     generator = torch.Generator().manual_seed(7)
