@@ -200,7 +200,7 @@ class Data:
         self.train = self._open(paths[64], "train", "train")
         self.val = self._open(paths[64], "val", "val")
         self.test = {64: self._open(paths[64], "test", "test")}
-        for size in RESOLUTIONS[1:]:
+        for size in sorted(paths)[1:]:
             self.test[size] = self._open(paths[size], "test", "transfer")
 
     def _open(self, path: Path, split, role: str, stride: int = 1):
@@ -428,7 +428,7 @@ def _cell(statistic: dict) -> str:
 
 def markdown(report: dict) -> str:
     settings, summary = report["settings"], report["summary"]
-    sizes = [str(size) for size in RESOLUTIONS]
+    sizes = list(settings["data"])
     if settings["budget_s"] is not None:
         budget = (
             f"Equal budget: {settings['budget_s']:.0f} s of process CPU time per run on "
@@ -441,13 +441,20 @@ def markdown(report: dict) -> str:
     lines = [
         "# Darcy benchmark: MgNO vs FNO at equal "
         + ("CPU budget" if settings["budget_s"] is not None else "epochs")
-        + " (smooth Darcy, tested at 64², 128², 256²)",
+        + f" ({Path(settings['data']['64']).stem}, tested at "
+        + ", ".join(f"{size}²" for size in sizes)
+        + ")",
         "",
         f"Command: `{settings['command']}`  ",
         f"Data: `{settings['data']['64']}` ({settings['samples']['train']} train / "
-        f"{settings['samples']['val']} val / {settings['samples']['test']} test), resolution "
-        f"transfer (zero-shot) on `{settings['data']['128']}` and `{settings['data']['256']}` "
-        f"({settings['samples']['transfer']} samples each).  ",
+        f"{settings['samples']['val']} val / {settings['samples']['test']} test)"
+        + (
+            ", resolution transfer (zero-shot) on "
+            + " and ".join(f"`{settings['data'][size]}`" for size in sizes[1:])
+            + f" ({settings['samples']['transfer']} samples each).  "
+            if len(sizes) > 1
+            else ".  "
+        ),
         f"{budget} Seeds {settings['seeds']}.  ",
         "Errors: mean ± std over the seeds, test sets, weights of the best validation epoch "
         "(×10⁻²). CPU s / epoch include validation (medians); inference is wall time at 64².",
@@ -547,7 +554,7 @@ def benchmark(args, models: dict[str, Path], data: Data, command: str) -> dict:
                 "train": len(data.train),
                 "val": len(data.val),
                 "test": len(data.test[64]),
-                "transfer": len(data.test[128]),
+                "transfer": min((len(data.test[s]) for s in data.test if s != 64), default=0),
             },
             "budget_s": None if args.epochs is not None else args.budget_s,
             "clock": "process CPU time (time.process_time)",
@@ -804,6 +811,14 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--data-256", default=None, help="default $PHYSNET_DATA/darcy-smooth-256-test.h5"
     )
+    parser.add_argument(
+        "--resolutions",
+        type=int,
+        nargs="+",
+        default=list(RESOLUTIONS),
+        help="test grids (default 64 128 256; 64, the training grid, is always one): "
+        "--resolutions 64 for a data set without transfer sets",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="inference timing repeats")
     parser.add_argument("--out", default=str(RESULTS / "darcy"), help="output stem (.json, .md)")
@@ -843,6 +858,8 @@ def main(argv=None) -> dict:
         args.budget_s = args.tune_budget_s = QUICK_BUDGET_S
         args.out += "-quick"
     torch.set_num_threads(args.threads)
+    if 64 not in args.resolutions or not set(args.resolutions) <= set(RESOLUTIONS):
+        parser.error(f"--resolutions {args.resolutions}: 64 and a subset of {RESOLUTIONS}")
     paths = {
         64: Path(args.data) if args.data else data_directory() / "darcy-smooth-64.h5",
         128: Path(args.data_128)
@@ -852,13 +869,14 @@ def main(argv=None) -> dict:
         if args.data_256
         else data_directory() / "darcy-smooth-256-test.h5",
     }
+    paths = {size: path for size, path in paths.items() if size in args.resolutions}
     ensure(paths[64], RECIPES / "generate.toml")
     if args.timing_only:
         report, text = timing_only(args, models, paths[64])
         stem = Path(args.out)
         write_results(stem.with_name(stem.name + ".timing"), report, text)
         return report
-    for size in RESOLUTIONS[1:]:
+    for size in sorted(paths)[1:]:
         ensure(paths[size], RECIPES / f"generate-{size}.toml")
     data = Data(paths, quick=args.quick)
     command = "python benchmarks/darcy.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -12,6 +12,12 @@ round, in one process, so that other jobs on a shared machine slow them alike; r
 medians over the rounds of the calling thread's CPU time (``time.thread_time``) and of the
 wall time.
 
+Each variant's floating-point operations per step are counted once
+(``torch.utils.flop_counter``: convolutions, matmuls and FFTs, forward and backward), so the
+table also gives the arithmetic rate a step reaches, against what one core can do at most.
+``--two-threads`` adds the new default on two torch threads (wall time is then the measure:
+the calling thread's CPU time no longer covers the step).
+
 Run ``OMP_NUM_THREADS=1 python benchmarks/mgno_speed.py`` (``--sizes 64 128``,
 ``--repeats 7``, ``--compile`` to add the compiled variant). Results go to
 ``benchmarks/results/mgno-speed.{json,md}`` with the machine described.
@@ -39,12 +45,15 @@ CONFIGS = {
     "fno": ROOT / "solvers" / "mgno-darcy" / "fno.toml",
 }
 REFERENCE = "MgNO reference (contiguous weights, the original code)"
+TWO_THREADS = "MgNO, channels-last weights, 2 threads (wall time)"
 TRAIN_SAMPLES = 1000  # datasets/darcy-smooth/generate.toml: 1000 train / 100 val / 100 test
 
 
-def make_step(config, model: torch.nn.Module, inputs, targets, compiled: bool = False):
+def make_step(
+    config, model: torch.nn.Module, inputs, targets, compiled: bool = False, threads: int = 1
+):
     """A closure running one training step of ``model`` (compiled by ``torch.compile`` if
-    ``compiled``)."""
+    ``compiled``) on ``threads`` torch threads."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
     )
@@ -52,14 +61,27 @@ def make_step(config, model: torch.nn.Module, inputs, targets, compiled: bool = 
     network = torch.compile(model) if compiled else model
 
     def step() -> None:
-        optimizer.zero_grad()
-        loss_function(network(inputs), targets).backward()
-        optimizer.step()
+        torch.set_num_threads(threads)
+        try:
+            optimizer.zero_grad()
+            loss_function(network(inputs), targets).backward()
+            optimizer.step()
+        finally:
+            torch.set_num_threads(1)
 
     return step
 
 
-def variants(size: int, batch: int, with_compile: bool) -> dict:
+def count_flops(step) -> int:
+    """Floating-point operations of one call of ``step`` (it runs once)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def variants(size: int, batch: int, with_compile: bool, two_threads: bool = False) -> dict:
     """``{label: (step closure, parameter count)}`` for every variant at ``size``."""
     generator = torch.Generator().manual_seed(0)
     inputs = torch.where(torch.rand(batch, 1, size, size, generator=generator) > 0.5, 12.0, 3.0)
@@ -75,6 +97,11 @@ def variants(size: int, batch: int, with_compile: bool) -> dict:
         make_step(config, copy.deepcopy(base), inputs, targets),
         count,
     )
+    if two_threads:
+        rows[TWO_THREADS] = (
+            make_step(config, copy.deepcopy(base), inputs, targets, threads=2),
+            count,
+        )
     if with_compile:
         rows["MgNO, channels-last weights + torch.compile"] = (
             make_step(config, copy.deepcopy(base), inputs, targets, compiled=True),
@@ -94,14 +121,16 @@ def variants(size: int, batch: int, with_compile: bool) -> dict:
     return rows
 
 
-def measure(size: int, batch: int, repeats: int, with_compile: bool) -> list[dict]:
-    rows = variants(size, batch, with_compile)
-    first = {}
+def measure(
+    size: int, batch: int, repeats: int, with_compile: bool, two_threads: bool = False
+) -> list[dict]:
+    rows = variants(size, batch, with_compile, two_threads)
+    first, flops = {}, {}
     for label, (step, _) in rows.items():  # warm-up (and compilation), timed once
         start = time.perf_counter()
         step()
         first[label] = time.perf_counter() - start
-        step()
+        flops[label] = count_flops(step)
     cpu = {label: [] for label in rows}
     wall = {label: [] for label in rows}
     for _ in range(repeats):
@@ -113,7 +142,8 @@ def measure(size: int, batch: int, repeats: int, with_compile: bool) -> list[dic
     reference = statistics.median(cpu[REFERENCE])
     results = []
     for label, (_, count) in rows.items():
-        median = statistics.median(cpu[label])
+        # two threads: the calling thread's CPU time misses the other thread's work
+        median = statistics.median(wall[label] if label == TWO_THREADS else cpu[label])
         results.append(
             {
                 "variant": label,
@@ -125,6 +155,8 @@ def measure(size: int, batch: int, repeats: int, with_compile: bool) -> list[dic
                 "step_s_cpu_all": cpu[label],
                 "first_step_s_wall": first[label],
                 "speedup_vs_reference": reference / median,
+                "gflop_per_step": flops[label] / 1e9,
+                "gflop_per_s": flops[label] / 1e9 / median,
                 "epoch_s_cpu": median * -(-TRAIN_SAMPLES // batch),
             }
         )
@@ -137,13 +169,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile variant")
+    parser.add_argument(
+        "--two-threads", action="store_true", help="add the new default on two torch threads"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "mgno-speed")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = load_config(CONFIGS["mgno"])
     batch = config.training.batch_size
     info = machine()
-    rows = [r for size in args.sizes for r in measure(size, batch, args.repeats, args.compile)]
+    rows = [
+        r
+        for size in args.sizes
+        for r in measure(size, batch, args.repeats, args.compile, args.two_threads)
+    ]
     steps = -(-TRAIN_SAMPLES // batch)
     lines = [
         "# MgNO training-step speed (shipped `solvers/mgno-darcy/train.toml` model)",
@@ -161,15 +200,21 @@ def main() -> None:
         "compilation for the compiled variant; it is much shorter when torch's inductor cache "
         "holds the graph from an earlier run.",
         "",
+        "GFLOP / step counts convolutions, matmuls and FFTs of the forward and backward pass "
+        "(`torch.utils.flop_counter`); GFLOP/s divides it by the CPU time per step (the wall "
+        "time for the two-thread row). One AVX2 core with two FMA units peaks at 32 single-"
+        "precision FLOP per cycle, about 100 GFLOP/s at 3 GHz.",
+        "",
         "| grid | variant | parameters | s / step (CPU) | s / step (wall) | speed-up | "
-        "s / epoch (CPU) | first step (wall, s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "s / epoch (CPU) | GFLOP / step | GFLOP/s | first step (wall, s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']}² | {r['variant']} | {r['parameters']:,} | {r['step_s_cpu']:.3f} | "
             f"{r['step_s_wall']:.3f} | ×{r['speedup_vs_reference']:.2f} | "
-            f"{r['epoch_s_cpu']:.1f} | {r['first_step_s_wall']:.2f} |"
+            f"{r['epoch_s_cpu']:.1f} | {r['gflop_per_step']:.2f} | {r['gflop_per_s']:.1f} | "
+            f"{r['first_step_s_wall']:.2f} |"
         )
     report = {
         "benchmark": "mgno-speed",

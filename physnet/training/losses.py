@@ -76,6 +76,8 @@ def relative_lp(
     *,
     eps: float = 1e-12,
     reduction: str = "mean",
+    slice_axis: int | None = None,
+    floor: float = 0.0,
 ) -> torch.Tensor:
     """Relative Lp error per sample, ``||prediction - target||_p / ||target||_p``.
 
@@ -89,6 +91,16 @@ def relative_lp(
         Floor on the target's norm, so an all-zero target gives a finite value.
     reduction : {"mean", "sum", "none"}, default "mean"
         Over the batch: mean or sum of the per-sample errors, or the ``(batch,)`` tensor.
+    slice_axis : int, optional
+        Measure every index along this (non-batch) axis on its own, e.g. every frame of a
+        rollout ``(batch, frames, H, W)`` with ``slice_axis=1``: a sample's error is then the
+        mean over its slices of ``||error_s||_p / max(||target_s||_p, floor · max_s'
+        ||target_s'||_p)``. Unlike one norm over the whole sample, late frames of a decaying
+        field weigh as much as the early, large ones.
+    floor : float, default 0
+        With ``slice_axis``: the smallest denominator, as a fraction of the sample's largest
+        slice norm, so that nearly empty slices (a source that has not fired yet) do not
+        dominate. ``0 <= floor <= 1``.
 
     Returns
     -------
@@ -98,7 +110,8 @@ def relative_lp(
     Raises
     ------
     ValueError
-        Shapes that differ or have no batch axis, ``p < 1``, or an unknown reduction.
+        Shapes that differ or have no batch axis, ``p < 1``, an unknown reduction, a
+        ``slice_axis`` that is not a non-batch axis, or ``floor`` outside ``[0, 1]``.
 
     Notes
     -----
@@ -116,14 +129,55 @@ def relative_lp(
     tensor([0.1000, 1.0000])
     >>> relative_lp(prediction, target)
     tensor(0.5500)
+
+    Per frame: the second frame, 100 times smaller, counts as much as the first.
+
+    >>> frames = torch.tensor([[[1.0, 0.0], [0.01, 0.0]]])  # (batch, frames, points)
+    >>> relative_lp(frames + 0.001, frames, slice_axis=1)
+    tensor(0.0714)
     """
     _check("relative_lp", prediction, target, 2)
     if not p >= 1:
         raise ValueError(f"relative_lp: p={p!r}, expected p >= 1 (or math.inf)")
+    if slice_axis is not None:
+        return _reduce(
+            "relative_lp",
+            _relative_per_slice(prediction, target, p, eps, slice_axis, floor),
+            reduction,
+        )
     error = (prediction - target).flatten(1)
     numerator = torch.linalg.vector_norm(error, ord=p, dim=1)
     denominator = torch.linalg.vector_norm(target.flatten(1), ord=p, dim=1)
     return _reduce("relative_lp", numerator / denominator.clamp_min(eps), reduction)
+
+
+def _relative_per_slice(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    p: float,
+    eps: float,
+    slice_axis: int,
+    floor: float,
+) -> torch.Tensor:
+    """The per-sample mean over the slices along ``slice_axis`` of their relative Lp errors."""
+    ndim = prediction.ndim
+    if not isinstance(slice_axis, int) or isinstance(slice_axis, bool):
+        raise ValueError(f"relative_lp: slice_axis must be an integer, got {slice_axis!r}")
+    axis = slice_axis + ndim if slice_axis < 0 else slice_axis
+    if not 1 <= axis < ndim:
+        raise ValueError(
+            f"relative_lp: slice_axis={slice_axis} is not a non-batch axis of a "
+            f"{ndim}-dimensional tensor"
+        )
+    if not 0 <= floor <= 1:
+        raise ValueError(f"relative_lp: floor={floor!r}, expected 0 <= floor <= 1")
+
+    def norms(x: torch.Tensor) -> torch.Tensor:  # (batch, slices)
+        return torch.linalg.vector_norm(x.movedim(axis, 1).flatten(2), ord=p, dim=2)
+
+    reference = norms(target)
+    reference = torch.maximum(reference, floor * reference.amax(dim=1, keepdim=True))
+    return (norms(prediction - target) / reference.clamp_min(eps)).mean(dim=1)
 
 
 def relative_l2(
@@ -132,8 +186,11 @@ def relative_l2(
     *,
     eps: float = 1e-12,
     reduction: str = "mean",
+    slice_axis: int | None = None,
+    floor: float = 0.0,
 ) -> torch.Tensor:
-    """Relative L2 error per sample: :func:`relative_lp` with ``p=2``.
+    """Relative L2 error per sample: :func:`relative_lp` with ``p=2`` (and its ``slice_axis``
+    and ``floor`` options).
 
     Examples
     --------
@@ -142,7 +199,9 @@ def relative_l2(
     >>> relative_l2(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 2.0]]))
     tensor(0.5000)
     """
-    return relative_lp(prediction, target, 2, eps=eps, reduction=reduction)
+    return relative_lp(
+        prediction, target, 2, eps=eps, reduction=reduction, slice_axis=slice_axis, floor=floor
+    )
 
 
 def relative_l1(

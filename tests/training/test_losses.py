@@ -69,6 +69,65 @@ def test_named_relative_losses(pair):
     )
 
 
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("axis", [1, 2, -1])
+@pytest.mark.parametrize("floor", [0.0, 0.3])
+def test_relative_lp_per_slice_matches_a_numpy_loop(pair, p, axis, floor):
+    prediction, target = pair
+    expected = []
+    for pred, true in zip(prediction, target, strict=True):
+        sample_axis = axis - 1 if axis > 0 else axis  # the axis without the batch axis
+        pred, true = np.moveaxis(pred, sample_axis, 0), np.moveaxis(true, sample_axis, 0)
+        norms = [np.linalg.norm(t.ravel(), ord=p) for t in true]
+        errors = [np.linalg.norm((a - t).ravel(), ord=p) for a, t in zip(pred, true, strict=True)]
+        denominators = np.maximum(norms, floor * max(norms))
+        expected.append(np.mean(np.array(errors) / denominators))
+    values = relative_lp(
+        torch.from_numpy(prediction),
+        torch.from_numpy(target),
+        p,
+        slice_axis=axis,
+        floor=floor,
+        reduction="none",
+    )
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-13)
+    assert relative_l2(
+        torch.from_numpy(prediction), torch.from_numpy(target), slice_axis=axis, floor=floor
+    ).item() == pytest.approx(
+        relative_lp(
+            torch.from_numpy(prediction), torch.from_numpy(target), 2, slice_axis=axis, floor=floor
+        ).item(),
+        rel=1e-14,
+    )
+
+
+def test_relative_l2_per_slice_floor_tames_empty_frames():
+    target = torch.zeros(1, 3, 4, 4, dtype=DTYPE)
+    target[0, 1] = 1.0  # frames 0 and 2 empty
+    prediction = target + 1e-3
+    unfloored = relative_l2(prediction, target, slice_axis=1)
+    floored = relative_l2(prediction, target, slice_axis=1, floor=0.1)
+    # frame 1: 4e-3 / 4; frames 0, 2: 4e-3 / 1e-12 unfloored, 4e-3 / 0.4 floored
+    assert unfloored.item() > 1e6
+    assert floored.item() == pytest.approx((1e-3 + 2 * 1e-2) / 3, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"slice_axis": 0}, "not a non-batch axis"),
+        ({"slice_axis": 4}, "not a non-batch axis"),
+        ({"slice_axis": 1.0}, "must be an integer"),
+        ({"slice_axis": 1, "floor": 1.5}, "0 <= floor <= 1"),
+        ({"slice_axis": 1, "floor": -0.1}, "0 <= floor <= 1"),
+    ],
+)
+def test_relative_lp_per_slice_rejects_bad_options(pair, options, match):
+    prediction, target = (torch.from_numpy(x) for x in pair)
+    with pytest.raises(ValueError, match=match):
+        relative_lp(prediction, target, **options)
+
+
 def test_relative_l2_is_not_a_batch_sum(pair):
     # neuraloperator's LpLoss sums over the batch by default; this is a mean.
     prediction, target = (torch.from_numpy(a) for a in pair)
