@@ -42,7 +42,11 @@ Run ``python benchmarks/darcy.py`` (missing data files are generated first, from
 Models: ``--models mgno,fno`` (names of known configurations) and ``--model LABEL=PATH`` for
 any other training configuration. Every model validates on the 64x64 val split and trains on
 the 64x64 train split, except a configuration whose ``[data] train`` lists several files
-(mixed-resolution training), which trains on those. ``--quick`` is a smoke run (a few
+(mixed-resolution training), which trains on those. Other data sets: ``--data FILE`` (its
+train / val / test splits) with ``--resolutions 64`` where no transfer sets exist, e.g. the
+configurations in ``solvers/mgno-darcy-rough``, ``solvers/mgno-darcy-multiscale`` and
+``solvers/mgno-helmholtz`` passed as ``--model mgno=... --model fno=...`` (the labels
+``mgno`` and ``fno`` give the MgNO / FNO ratio line). ``--quick`` is a smoke run (a few
 samples, one seed, a few CPU seconds per model) writing ``OUT-quick``. Results go to
 ``benchmarks/results/darcy.{json,md}`` with the machine described.
 """

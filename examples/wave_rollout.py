@@ -1,10 +1,11 @@
-"""Roll out the pretrained compressed wave surrogate on a fresh finite-element simulation.
-=======================================================================================
+"""Roll out a pretrained wave surrogate on a fresh finite-element simulation.
+===========================================================================
 
 A new scene (holes, inclusions, varying speed, Ricker sources; drawn with a seed the
 training data never used) is simulated by physnet's P1 finite-element solver and gridded to
-64×64; the pretrained ``wave-cp`` surrogate (CP-compressed convolutions) gets the first
-four frames and the speed map and predicts the next ones autoregressively. Writes, under
+64×64; the pretrained surrogate (default ``wave-leapfrog``, the learned leapfrog whose energy
+cannot grow; ``--model wave-cp`` for the CP-compressed CNN) gets the speed map and the first
+frames it needs (two, or four for ``wave-cp``) and predicts the next ones autoregressively. Writes, under
 ``--out`` (default ``out/wave_rollout``),
 
 * ``wave_rollout.png``: a frame strip, FE solution / surrogate / difference at several steps;
@@ -13,7 +14,7 @@ four frames and the speed map and predicts the next ones autoregressively. Write
 
 and prints the nRMSE per step. About 10 seconds on a 2-core laptop CPU::
 
-    python examples/wave_rollout.py [--model wave-cp] [--steps 50] [--seed 2024] \\
+    python examples/wave_rollout.py [--model wave-leapfrog] [--steps 50] [--seed 2024] \\
         [--out out/wave_rollout]
 """
 
@@ -35,7 +36,7 @@ from physnet.datasets.generate import get_generator
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="wave-cp", help="pretrained name or checkpoint")
+    parser.add_argument("--model", default="wave-leapfrog", help="pretrained name or checkpoint")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--out", default="out/wave_rollout", help="output folder")
