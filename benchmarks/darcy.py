@@ -39,8 +39,8 @@ OUT, with the lines to put in ``fno.toml``.
 
 Run ``python benchmarks/darcy.py`` (missing data files are generated first, from
 ``datasets/darcy-smooth/generate.toml``, ``generate-128.toml`` and ``generate-256.toml``).
-Models: ``--models mgno,fno`` (names of known configurations) and ``--model LABEL=PATH`` for
-any other training configuration. Every model validates on the 64x64 val split and trains on
+Models: ``--models mgno,fno`` (names of known configurations; the default when no
+``--model`` is given) and ``--model LABEL=PATH`` for any other training configuration. Every model validates on the 64x64 val split and trains on
 the 64x64 train split, except a configuration whose ``[data] train`` lists several files
 (mixed-resolution training), which trains on those. Other data sets: ``--data FILE`` (its
 train / val / test splits) with ``--resolutions 64`` where no transfer sets exist, e.g. the
@@ -755,7 +755,9 @@ def timing_only(args, models: dict[str, Path], data: Path) -> tuple[dict, str]:
 def parse_models(parser: argparse.ArgumentParser, args) -> dict[str, Path]:
     """Label → configuration path, from ``--models`` names and ``--model LABEL=PATH``."""
     models: dict[str, Path] = {}
-    for name in (n for item in args.models for n in item.split(",") if n):
+    # the default pair only when no model is named at all: --model alone means just those
+    names = args.models if args.models is not None else [] if args.model else ["mgno,fno"]
+    for name in (n for item in names for n in item.split(",") if n):
         if name not in CONFIGS:
             parser.error(
                 f"--models: unknown model {name!r}; known: {', '.join(CONFIGS)} (or add one "
@@ -783,9 +785,9 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--models",
         nargs="+",
-        default=["mgno,fno"],
-        help=f"known model names, comma- or space-separated (default mgno,fno; known: "
-        f"{', '.join(CONFIGS)})",
+        default=None,
+        help=f"known model names, comma- or space-separated (default mgno,fno unless --model "
+        f"is given; known: {', '.join(CONFIGS)})",
     )
     parser.add_argument(
         "--model",

@@ -270,18 +270,27 @@ def test_invalid_cycle_arguments():
         MultigridCycle(1, 2, [[0, 0]])
 
 
-def test_pretrained_darcy_model_predicts_fresh_samples():
+@pytest.mark.parametrize(
+    ("name", "generator_name", "options", "bound"),
+    [
+        # the cards report 0.89 %, 1.02 % and 1.81 % on the test splits
+        ("mgno-darcy-smooth-64", "darcy-smooth", {"size": 64}, 0.02),
+        ("mgno-darcy-rough-64", "darcy-rough", {"size": 64}, 0.025),
+        ("mgno-darcy-multiscale-64", "darcy-multiscale", {"size": 253, "stride": 4}, 0.04),
+    ],
+)
+def test_pretrained_darcy_model_predicts_fresh_samples(name, generator_name, options, bound):
     from physnet.datasets.generate import get_generator, sample_of
     from physnet.training.losses import relative_l2
 
-    model = physnet.nn.load("mgno-darcy-smooth-64").eval()
+    model = physnet.nn.load(name).eval()
     assert model.name == "mgno" and _count(model) == 572_661
-    generator = get_generator("darcy-smooth")
-    config = generator.check_config({"size": 64})
+    generator = get_generator(generator_name)
+    config = generator.check_config(options)
     samples = [sample_of(generator, config, seed=12345, index=i) for i in range(4)]
     coefficient = torch.stack([torch.from_numpy(s["coefficient"]) for s in samples])[:, None]
     solution = torch.stack([torch.from_numpy(s["solution"]) for s in samples])[:, None]
     with torch.no_grad():
         prediction = model(coefficient)
-    # The card reports 0.9 % on the test split; fresh samples of the same distribution.
-    assert relative_l2(prediction, solution).item() < 0.02
+    # fresh samples (a seed the data sets do not use) of the training distribution
+    assert relative_l2(prediction, solution).item() < bound
