@@ -40,9 +40,10 @@ OUT, with the lines to put in ``fno.toml``.
 Run ``python benchmarks/darcy.py`` (missing data files are generated first, from
 ``datasets/darcy-smooth/generate.toml``, ``generate-128.toml`` and ``generate-256.toml``).
 Models: ``--models mgno,fno`` (names of known configurations; the default when no
-``--model`` is given) and ``--model LABEL=PATH`` for any other training configuration. Every model validates on the 64x64 val split and trains on
-the 64x64 train split, except a configuration whose ``[data] train`` lists several files
-(mixed-resolution training), which trains on those. Other data sets: ``--data FILE`` (its
+``--model`` is given) and ``--model LABEL=PATH`` for any other training configuration. Every
+model validates on the 64x64 val split and trains on the 64x64 train split, except a
+configuration whose ``[data] train`` lists several files (mixed-resolution training), which
+trains on those. Other data sets: ``--data FILE`` (its
 train / val / test splits) with ``--resolutions 64`` where no transfer sets exist, e.g. the
 configurations in ``solvers/mgno-darcy-rough``, ``solvers/mgno-darcy-multiscale`` and
 ``solvers/mgno-helmholtz`` passed as ``--model mgno=... --model fno=...`` (the labels

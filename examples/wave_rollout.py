@@ -5,8 +5,8 @@ A new scene (holes, inclusions, varying speed, Ricker sources; drawn with a seed
 training data never used) is simulated by physnet's P1 finite-element solver and gridded to
 64×64; the pretrained surrogate (default ``wave-leapfrog``, the learned leapfrog whose energy
 cannot grow; ``--model wave-cp`` for the CP-compressed CNN) gets the speed map and the first
-frames it needs (two, or four for ``wave-cp``) and predicts the next ones autoregressively. Writes, under
-``--out`` (default ``out/wave_rollout``),
+frames it needs (two, or four for ``wave-cp``) and predicts the next ones autoregressively.
+Writes, under ``--out`` (default ``out/wave_rollout``),
 
 * ``wave_rollout.png``: a frame strip, FE solution / surrogate / difference at several steps;
 * ``wave_rollout.gif``: the side-by-side animation;
