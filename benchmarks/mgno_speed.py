@@ -13,7 +13,8 @@ medians over the rounds of the calling thread's CPU time (``time.thread_time``) 
 wall time.
 
 Each variant's floating-point operations per step are counted once
-(``torch.utils.flop_counter``: convolutions, matmuls and FFTs, forward and backward), so the
+(``torch.utils.flop_counter``: convolutions and matrix products, forward and backward; FFTs
+are not counted, so FNO's figure is a lower bound), so the
 table also gives the arithmetic rate a step reaches, against what one core can do at most.
 ``--two-threads`` adds the new default on two torch threads (wall time is then the measure:
 the calling thread's CPU time no longer covers the step).
@@ -200,8 +201,9 @@ def main() -> None:
         "compilation for the compiled variant; it is much shorter when torch's inductor cache "
         "holds the graph from an earlier run.",
         "",
-        "GFLOP / step counts convolutions, matmuls and FFTs of the forward and backward pass "
-        "(`torch.utils.flop_counter`); GFLOP/s divides it by the CPU time per step (the wall "
+        "GFLOP / step counts convolutions and matrix products of the forward and backward pass "
+        "(`torch.utils.flop_counter`; not FFTs, so FNO's rate is a lower bound); GFLOP/s divides "
+        "it by the CPU time per step (the wall "
         "time for the two-thread row). One AVX2 core with two FMA units peaks at 32 single-"
         "precision FLOP per cycle, about 100 GFLOP/s at 3 GHz.",
         "",
