@@ -43,9 +43,9 @@ Models: ``--models mgno,fno`` (names of known configurations; the default when n
 ``--model`` is given) and ``--model LABEL=PATH`` for any other training configuration. Every
 model validates on the 64x64 val split and trains on the 64x64 train split, except a
 configuration whose ``[data] train`` lists several files (mixed-resolution training), which
-trains on those. Other data sets: ``--data FILE`` (its
-train / val / test splits) with ``--resolutions 64`` where no transfer sets exist, e.g. the
-configurations in ``solvers/mgno-darcy-rough``, ``solvers/mgno-darcy-multiscale`` and
+trains on those. Other data sets: ``--data FILE`` (its train / val / test splits) with
+``--resolutions 64`` where no transfer sets exist, e.g. the configurations in
+``solvers/mgno-darcy-rough``, ``solvers/mgno-darcy-multiscale`` and
 ``solvers/mgno-helmholtz`` passed as ``--model mgno=... --model fno=...`` (the labels
 ``mgno`` and ``fno`` give the MgNO / FNO ratio line). ``--quick`` is a smoke run (a few
 samples, one seed, a few CPU seconds per model) writing ``OUT-quick``. Results go to

@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 import torch
 
+from physnet.nn._checks import is_int
 from physnet.training.dcdm_loss import dcdm_energy_loss, dcdm_loss, dcdm_unrolled_loss
 from physnet.training.multigrid_loss import multigrid_es_loss
 
@@ -161,7 +162,7 @@ def _relative_per_slice(
 ) -> torch.Tensor:
     """The per-sample mean over the slices along ``slice_axis`` of their relative Lp errors."""
     ndim = prediction.ndim
-    if not isinstance(slice_axis, int) or isinstance(slice_axis, bool):
+    if not is_int(slice_axis):
         raise ValueError(f"relative_lp: slice_axis must be an integer, got {slice_axis!r}")
     axis = slice_axis + ndim if slice_axis < 0 else slice_axis
     if not 1 <= axis < ndim:

@@ -22,6 +22,21 @@ def _scene(n=16, batch=2, seed=0, holes=True):
     return speed, torch.where(speed[:, None] == 0, 0, frames)
 
 
+def _energies(model, speed, frames, steps):
+    """The discrete energy after each of ``steps`` frame-map steps from the first two frames
+    (on the padded grid), and the last padded state."""
+    pad = model.pad
+    widen = (lambda u: torch.nn.functional.pad(u, (pad,) * 4)) if pad else (lambda u: u)
+    with torch.no_grad():
+        states = [widen(frames[:, 0]), widen(frames[:, 1])]
+        step = model._stepper(speed)
+        energies = []
+        for _ in range(steps):
+            states.append(step(states[-2], states[-1]))
+            energies.append(model.energy(speed, states[-2], states[-1]))
+    return torch.stack(energies), states[-1]
+
+
 def test_initial_operator_is_the_five_point_scheme_with_its_exact_frame_map():
     """Constant speed, no band: a cosine mode (Neumann sides) follows
     u_{n+1} = 2 cos(m θ) u_n - u_{n-1}, cos θ = 1 - dt² λ / 2, λ = 4 c² sin²(π k / 2N) / h²."""
@@ -57,20 +72,13 @@ def test_energy_never_grows_for_any_weights(pad):
         model.projection.weight.normal_(0, 3.0)
         model.projection.bias.normal_(0, 3.0)
     speed, frames = _scene(seed=1)
-    widen = (lambda u: torch.nn.functional.pad(u, (pad,) * 4)) if pad else (lambda u: u)
     with torch.no_grad():
         rollout = model.rollout(speed, frames, 300)
-        states = [widen(frames[:, 0]), widen(frames[:, 1])]
-        step = model._stepper(speed)
-        energies = []
-        for _ in range(300):
-            states.append(step(states[-2], states[-1]))
-            energies.append(model.energy(speed, states[-2], states[-1]))
-    energies = torch.stack(energies)
+    energies, last = _energies(model, speed, frames, 300)
     assert (energies >= -1e-9 * energies[0]).all()
     assert (energies[1:] <= energies[:-1] * (1 + 1e-9) + 1e-12).all()
     assert rollout.abs().max() < 10 * frames.abs().max() * 10  # bounded, no blow-up
-    inner = states[-1][:, pad : pad + 16, pad : pad + 16] if pad else states[-1]
+    inner = last[:, pad : pad + 16, pad : pad + 16] if pad else last
     torch.testing.assert_close(rollout[:, -1], inner)
 
 
@@ -158,15 +166,5 @@ def test_pretrained_beats_its_untrained_twin_on_a_fresh_simulation():
 
     learned, prior = errors(shipped), errors(untrained)
     assert (learned < 0.75 * prior).all(), (learned, prior)
-    with torch.no_grad():
-        states = [frames[:, 0].double(), frames[:, 1].double()]
-        model = shipped.double()
-        pad = model.pad
-        states = [torch.nn.functional.pad(u, (pad,) * 4) for u in states]
-        step = model._stepper(speed.double())
-        energies = []
-        for _ in range(100):
-            states.append(step(states[-2], states[-1]))
-            energies.append(model.energy(speed.double(), states[-2], states[-1]))
-    energies = torch.stack(energies)
+    energies, _ = _energies(shipped.double(), speed.double(), frames.double(), 100)
     assert (energies[1:] <= energies[:-1] * (1 + 1e-9) + 1e-12).all()
