@@ -137,6 +137,7 @@ class TrainingConfig:
     metrics: list[str] = field(default_factory=lambda: list(_TRAINER_DEFAULTS["metrics"]))
     epochs: int = _default("epochs")
     batch_size: int = _default("batch_size")
+    augment: list[str] = field(default_factory=list)
     amp: str | None = _default("amp")
     seed: int = _default("seed")
     device: str | None = _default("device")

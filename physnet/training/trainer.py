@@ -21,6 +21,7 @@ import torch
 from physnet._io import atomic_write
 from physnet.training import distributed
 from physnet.training._state import load_state, save_state
+from physnet.training.augment import augment_batch, check_symmetries, parse_symmetry
 from physnet.training.evaluate import (
     apply_losses,
     assemble,
@@ -201,6 +202,12 @@ class Trainer:
         ``"cosine"``: the learning rate reached at the last epoch.
     clip_grad_norm : float, optional
         Rescale the gradient so that its global 2-norm is at most this before each step.
+    augment : sequence of str, default ()
+        Exact symmetries of the data (:mod:`physnet.training.augment`: ``"flip0"``,
+        ``"rot180_01"``, ``"transpose_01"``, ...): each training sample, inputs and targets
+        alike, is mapped by one of them or the identity, drawn uniformly per sample and step
+        from a generator seeded by ``seed``, the epoch and the step (so resume stays exact).
+        Validation data is not augmented.
     amp : {"bf16", "fp16"}, optional
         Mixed precision on CUDA (autocast; ``"fp16"`` adds a ``GradScaler``). Requesting it
         on another device is an error, not a silent no-op.
@@ -298,6 +305,7 @@ class Trainer:
     final_div_factor: float = 1e4
     min_lr: float = 0.0
     clip_grad_norm: float | None = None
+    augment: Sequence[str] = ()
     amp: str | None = None
     seed: int = 0
     device: str | None = None
@@ -328,6 +336,11 @@ class Trainer:
             _check_float("clip_grad_norm", self.clip_grad_norm, positive=True)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Trainer: schedule={self.schedule!r}, expected one of {SCHEDULES}")
+        if isinstance(self.augment, str):
+            self.augment = (self.augment,)
+        self.augment = tuple(self.augment)
+        for name in self.augment:
+            parse_symmetry(name)
         if self.amp is not None and self.amp not in AMP_MODES:
             raise ValueError(f"Trainer: amp={self.amp!r}, expected None or one of {AMP_MODES}")
         if isinstance(self.metrics, str):
@@ -442,6 +455,11 @@ class Trainer:
         model = self.model.to(device)
         model.train()
         ndim = spatial_ndim(model, train_dataset[0], (*inputs, *targets))
+        if self.augment:
+            first = train_dataset[0]
+            for name in (*inputs, *targets):
+                check_symmetries(self.augment, np.shape(first[name])[-ndim:])
+        augment_generator = torch.Generator()
 
         loader_generator = torch.Generator()
         pin = device.type == "cuda"
@@ -555,6 +573,9 @@ class Trainer:
             for index, batch in enumerate(train_loader, start=1):
                 x = assemble(batch, inputs, ndim, dtype=dtype, device=device)
                 y = assemble(batch, targets, ndim, dtype=dtype, device=device)
+                if self.augment:
+                    augment_generator.manual_seed(_mix(self.seed, context.rank, epoch, index))
+                    x, y = augment_batch((x, y), self.augment, augment_generator)
                 optimizer.zero_grad(set_to_none=True)
                 (loss,) = apply_losses(train_model, [self._loss_function], x, y, autocast)
                 if scaler is not None:
@@ -688,6 +709,7 @@ class Trainer:
     def _settings(self, context: distributed.DistributedContext) -> dict[str, Any]:
         settings = {name: getattr(self, name) for name in _RESUME_SETTINGS}
         settings["epochs"] = self.epochs
+        settings["augment"] = list(self.augment)
         settings["world_size"] = context.world_size
         return settings
 
@@ -696,7 +718,8 @@ class Trainer:
     ) -> None:
         saved = state["settings"]
         current = self._settings(context)
-        names = [*_RESUME_SETTINGS, "world_size"]
+        saved = {"augment": [], **saved}  # runs saved before augmentation existed had none
+        names = [*_RESUME_SETTINGS, "world_size", "augment"]
         if self.schedule in ("one-cycle", "cosine"):
             names.append("epochs")  # the schedule's length is part of its shape
         differences = [

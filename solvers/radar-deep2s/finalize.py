@@ -5,7 +5,8 @@ costs much slice-SSIM (its constants are tiny). This script runs the trained che
 once over the validation split of the training file, tries each threshold of a grid (a
 voxel below it is set to zero), and keeps the one with the best mean slice-SSIM among
 those whose mean PSNR is within 0.1 dB of the best PSNR on the grid. It prints the table
-(per compression level too) and writes the model with that ``threshold`` in its config::
+(per compression level too) and writes the model with that ``threshold`` in its config (a
+complex-input model reads the file's ``backprojection_complex``)::
 
     python solvers/radar-deep2s/finalize.py runs/radar-deep2s/best.safetensors \\
         $PHYSNET_DATA/radar-mimo-mixed.h5 --out physnet/pretrained/radar-deep2s.safetensors
@@ -33,10 +34,16 @@ def predict(model, data, batch_size: int = 8) -> tuple[np.ndarray, ...]:
     outputs, targets, levels = [], [], []
     for start in range(0, len(data), batch_size):
         samples = [data[i] for i in range(start, min(len(data), start + batch_size))]
-        backprojection = torch.from_numpy(np.stack([s["backprojection"] for s in samples]))
+        if model.input == "complex":  # (B, 2, X, Y, Z) real and imaginary channels
+            backprojection = torch.from_numpy(
+                np.stack([s["backprojection_complex"] for s in samples])
+            )
+        else:
+            backprojection = torch.from_numpy(np.stack([s["backprojection"] for s in samples]))
+            backprojection = backprojection[:, None]
         n_frequencies = torch.tensor([float(s["n_frequencies"]) for s in samples])
-        grid = backprojection.shape[1:]
-        channels = [backprojection[:, None]]
+        grid = backprojection.shape[2:]
+        channels = [backprojection]
         if "n_frequencies" in model.conditions:
             channels.append(n_frequencies.reshape(-1, 1, 1, 1, 1).expand(-1, 1, *grid))
         with torch.no_grad():

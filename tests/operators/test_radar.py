@@ -266,3 +266,27 @@ def test_cupy_kernels_match_numpy(dtype, rng):
     assert np.linalg.norm(cupy.asnumpy(y) - expected_y) <= tol * np.linalg.norm(expected_y)
     assert np.linalg.norm(cupy.asnumpy(back) - expected_back) <= tol * np.linalg.norm(expected_back)
     assert dot_product_test(A, like=cupy.zeros(1), rtol=tol) <= tol
+
+
+def test_normal_operator_commutes_with_the_cross_arrays_symmetries():
+    """``A^H A`` of the cross array commutes with the 180° rotation and both transposes
+    of the aperture plane, not with a single flip: the exact augmentations of
+    ``(A^H y, |x|)`` pairs (``solvers/radar-deep2s/train-cv-augment.toml``)."""
+    import torch
+
+    from physnet.training.augment import apply_symmetry
+
+    A = NearFieldMIMO(n_frequencies=5, grid_shape=(9, 9, 7), dtype=np.complex128)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(A.grid_shape) + 1j * rng.standard_normal(A.grid_shape)
+
+    def normal(v):
+        return (A.H @ (A @ v.reshape(-1))).reshape(A.grid_shape)
+
+    def move(v, name):
+        return apply_symmetry(torch.from_numpy(v)[None, None], name)[0, 0].numpy()
+
+    scale = np.abs(normal(x)).max()
+    for name in ("rot180_01", "transpose_01", "antitranspose_01"):
+        np.testing.assert_allclose(normal(move(x, name)), move(normal(x), name), atol=1e-12 * scale)
+    assert np.abs(normal(move(x, "flip0")) - move(normal(x), "flip0")).max() > 1e-3 * scale
