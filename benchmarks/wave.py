@@ -232,6 +232,18 @@ def model_cost(model, size: int, batch: int, frames: int = STEPS, repeats: int =
     return float(np.median(times)) / (frames * batch)
 
 
+def on_domain(model, length: float):
+    """The model in evaluation mode on a square of side ``length``: a model whose grid
+    spacing is its configuration's ``length`` over the grid size (``wave-leapfrog``) is
+    rebuilt with the test set's side, so that a larger grid keeps the training spacing."""
+    config = getattr(model, "config", {})
+    if "length" in config and config["length"] != length:
+        moved = physnet.nn.create(model.name, **{**config, "length": length})
+        moved.load_state_dict(model.state_dict())
+        model = moved
+    return model.eval()
+
+
 def parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -409,7 +421,7 @@ def main(argv=None) -> dict:
         for label, paths in specs:
             rows = []
             for path in paths:
-                model = physnet.nn.load(path).eval()
+                model = on_domain(physnet.nn.load(path), data.config["length"])
                 row = model_scores(model, data, args.batch)
                 row["parameters"] = parameters(model)
                 row["ms_per_frame_b1"] = 1e3 * model_cost(model, size, 1)
