@@ -458,7 +458,9 @@ class Trainer:
         if self.augment:
             first = train_dataset[0]
             for name in (*inputs, *targets):
-                check_symmetries(self.augment, np.shape(first[name])[-ndim:])
+                shape = np.shape(first[name])
+                if len(shape) >= ndim:  # a scalar (a condition's constant channel) is invariant
+                    check_symmetries(self.augment, shape[-ndim:])
         augment_generator = torch.Generator()
 
         loader_generator = torch.Generator()

@@ -9,7 +9,7 @@ those whose mean PSNR is within 0.1 dB of the best PSNR on the grid. It prints t
 complex-input model reads the file's ``backprojection_complex``)::
 
     python solvers/radar-deep2s/finalize.py runs/radar-deep2s/best.safetensors \\
-        $PHYSNET_DATA/radar-mimo-mixed.h5 --out physnet/pretrained/radar-deep2s.safetensors
+        $PHYSNET_DATA/radar-mimo-mixed-complex.h5 --out physnet/pretrained/radar-deep2s.safetensors
 """
 
 from __future__ import annotations

@@ -271,7 +271,7 @@ def test_cupy_kernels_match_numpy(dtype, rng):
 def test_normal_operator_commutes_with_the_cross_arrays_symmetries():
     """``A^H A`` of the cross array commutes with the 180° rotation and both transposes
     of the aperture plane, not with a single flip: the exact augmentations of
-    ``(A^H y, |x|)`` pairs (``solvers/radar-deep2s/train-cv-augment.toml``)."""
+    ``(A^H y, |x|)`` pairs (``solvers/radar-deep2s/train-augment.toml``)."""
     import torch
 
     from physnet.training.augment import apply_symmetry

@@ -130,3 +130,30 @@ def test_augmented_training_resumes_bit_exactly(tmp_path):
 
 def _first(model):
     return next(iter(model.state_dict().values()))
+
+
+def test_scalar_conditions_are_left_alone():
+    """A scalar field (a condition, stacked as a constant channel) passes the symmetry
+    check and stays constant under augmentation."""
+    from physnet.datasets._base import FieldDataset
+    from physnet.nn import create
+
+    class WithCondition(FieldDataset):
+        fields, inputs, targets = ("a", "level", "u"), ("a", "level"), ("u",)
+
+        def __init__(self, n):
+            rng = np.random.default_rng(0)
+            self.a = rng.standard_normal((n, 6, 6)).astype(np.float32)
+            self.attrs = {}
+
+        def __len__(self):
+            return len(self.a)
+
+        def _sample(self, i):
+            return {"a": self.a[i], "level": np.float32(i), "u": 2 * self.a[i]}
+
+    model = _Recording(create("conv-net", in_channels=2, hidden_channels=4, n_layers=1))
+    options = {"epochs": 1, "batch_size": 4, "progress": False}
+    Trainer(model, augment=["rot180_01", "transpose_01"], **options).fit(WithCondition(8))
+    seen = torch.cat(model.seen)
+    assert torch.equal(seen[:, 1], seen[:, 1, :1, :1].expand_as(seen[:, 1]))
