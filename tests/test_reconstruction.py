@@ -136,8 +136,9 @@ def test_pretrained_deep2s_loads():
     assert model.config["conditions"] == ["n_frequencies"]
     assert model.config["trained_n_frequencies"] == [5, 10, 15, 20, 30]
     n_frequencies = torch.full((2, 1, 9, 9, 17), 15.0)
+    channels = 2 if model.input == "complex" else 1
     with torch.no_grad():
-        output = model(torch.cat([torch.rand(2, 1, 9, 9, 17), n_frequencies], dim=1))
+        output = model(torch.cat([torch.rand(2, channels, 9, 9, 17), n_frequencies], dim=1))
     assert output.shape == (2, 1, 9, 9, 17) and float(output.min()) >= 0
 
 
@@ -178,10 +179,12 @@ def test_pretrained_deep2s_matches_a_float64_rerun():
     y = np.stack([sample_of(generator, config, 778, i)["measurements"] for i in range(2)])
     volumes = reconstruct(y, "radar-deep2s", batch_size=8)  # two volumes, six of padding
     A = NearFieldMIMO(n_frequencies=15, dtype=np.complex128)
-    back = np.abs(A.H @ y.astype(np.complex128)).reshape(2, 1, *A.grid_shape)
-    x = torch.from_numpy(np.concatenate([back, np.full_like(back, 15.0)], axis=1))
+    back = (A.H @ y.astype(np.complex128)).reshape(2, 1, *A.grid_shape)
+    model = physnet.nn.load("radar-deep2s").double()
+    parts = [back.real, back.imag] if model.input == "complex" else [np.abs(back)]
+    x = torch.from_numpy(np.concatenate([*parts, np.full(back.shape, 15.0)], axis=1))
     with torch.no_grad():
-        expected = physnet.nn.load("radar-deep2s").double()(x)[:, 0].numpy()
+        expected = model(x)[:, 0].numpy()
     assert expected.max() > 0.5
     np.testing.assert_allclose(volumes, expected, rtol=0, atol=1e-4 * expected.max())
 

@@ -136,14 +136,23 @@ def test_checkpoints_store_contiguous_tensors_and_round_trip(tmp_path):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+SHIPPED_PARAMETERS = 180_401  # radar-deep2s: complex input, widths 8/16/32, head 16
+
+
 def test_pretrained_checkpoint_loads_with_unchanged_weights_and_outputs(tmp_path):
-    model = load_pretrained_and_check_resave("radar-deep2s", 718_769, tmp_path)
+    model = load_pretrained_and_check_resave("radar-deep2s", SHIPPED_PARAMETERS, tmp_path)
     # Outputs: the float32 fast forward against the original code in float64 and float32,
     # on a backprojection-like input (sparse bright blobs on a faint background).
     generator = torch.Generator().manual_seed(7)
     magnitude = torch.rand(2, 1, 25, 25, 49, generator=generator) ** 8
-    x = torch.cat([magnitude, torch.full_like(magnitude, 15.0)], dim=1)
-    inputs = torch.cat([normalize_per_sample(magnitude), x[:, 1:] / 30.0], dim=1)
+    if model.input == "complex":  # real and imaginary channels of a random phase
+        phase = 2 * torch.pi * torch.rand(magnitude.shape, generator=generator)
+        field = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=1)
+    else:
+        field = magnitude
+    x = torch.cat([field, torch.full_like(magnitude, 15.0)], dim=1)
+    normalised = normalize_per_sample(field, model.input)
+    inputs = torch.cat([normalised, x[:, -1:] / 30.0], dim=1)
     with torch.no_grad():
         fast = model(x)
         expected = reference_forward(model.backbone.double(), inputs.double())
