@@ -15,6 +15,12 @@ Examples
 tensor(0.5000)
 """
 
+from physnet.training.augment import (
+    apply_symmetry,
+    augment_batch,
+    check_symmetries,
+    parse_symmetry,
+)
 from physnet.training.config import TrainConfig, load_config, train_from_config
 from physnet.training.evaluate import evaluate
 from physnet.training.losses import (
@@ -39,11 +45,15 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
+    "apply_symmetry",
+    "augment_batch",
+    "check_symmetries",
     "evaluate",
     "get_loss",
     "l1_ssim",
     "load_config",
     "mse",
+    "parse_symmetry",
     "relative_h1",
     "relative_l1",
     "relative_l2",
