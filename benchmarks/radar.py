@@ -587,7 +587,15 @@ def run_setting(setting: Setting, args, cache: Cache, figure: dict) -> dict[str,
         tuning={"chosen": {"params": {}, **chosen}},
     )
 
-    A_baseline, operator_info = None, None
+    operators: dict[str, tuple[Any, dict]] = {}  # built once per choice (the dense one is big)
+
+    def operator_for(choice: str) -> tuple[Any, dict]:
+        if choice not in operators:
+            built = baseline_operator(A, choice, args.batch_size)
+            operators[choice] = operators[built[1]["operator"]] = built
+            print(f"  baselines apply the {built[1]['operator']} operator", flush=True)
+        return operators[choice]
+
     for method, tune, search in (
         ("tikhonov-cg", tune_tikhonov, search_tikhonov),
         ("admm-tv", tune_admm, search_admm),
@@ -595,9 +603,7 @@ def run_setting(setting: Setting, args, cache: Cache, figure: dict) -> dict[str,
         key = Cache.key(kind="baseline", method=method, search=search, grids=grids, **identity)
         entry = cache.get(key)
         if entry is None:
-            if A_baseline is None:
-                A_baseline, operator_info = baseline_operator(A, args.operator, args.batch_size)
-                print(f"  baselines apply the {operator_info['operator']} operator", flush=True)
+            A_baseline, operator_info = operator_for(args.operator)
             print(f"  tuning {method} on {len(y_tune)} validation volumes", flush=True)
             start = time.perf_counter()
             tuning = tune(A_baseline, norm, y_tune, truth_tune, search, grids)
@@ -627,13 +633,12 @@ def run_setting(setting: Setting, args, cache: Cache, figure: dict) -> dict[str,
         if args.time_baselines and len(y_test):
             # Time the tuned baseline again in this process, at this run's thread count and
             # beside the learned models, on the first volumes of the test split (the cached
-            # time may come from another run, other threads or another machine load).
-            if A_baseline is None:
-                A_baseline, operator_info = baseline_operator(A, args.operator, args.batch_size)
+            # time may come from another run, other threads or another machine load), with
+            # the operator and batch it was scored with.
             count = min(args.time_baselines, len(y_test))
             _, fresh = run_baseline(
-                method, A_baseline, norm, y_test[:count], entry["tuning"]["chosen"],
-                args.batch_size,
+                method, operator_for(entry["operator"]["operator"])[0], norm, y_test[:count],
+                entry["tuning"]["chosen"], entry["batch_size"],
             )  # fmt: skip
             timing = {
                 "timed_volumes": count,

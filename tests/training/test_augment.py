@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_data import Smoothing, make_model
+from training_data import Killed, KilledAfter, Smoothing, make_model
 
 from physnet.training import Trainer
 from physnet.training.augment import apply_symmetry, augment_batch, check_symmetries
@@ -106,14 +106,12 @@ def test_the_trainer_feeds_flipped_samples_and_unflipped_validation():
 
 
 def test_augmented_training_resumes_bit_exactly(tmp_path):
-    from test_resume import _Killed, _KilledAfter
-
     train, val = Smoothing(20, seed=1), Smoothing(6, seed=2)
     options = {"epochs": 3, "batch_size": 4, "lr": 1e-2, "progress": False, "augment": ["flip0"]}
     straight = Trainer(make_model(), out_dir=tmp_path / "straight", **options)
     straight.fit(train, val)
-    killed = Trainer(make_model(), loss=_KilledAfter(7), out_dir=tmp_path / "run", **options)
-    with pytest.raises(_Killed):
+    killed = Trainer(make_model(), loss=KilledAfter(7), out_dir=tmp_path / "run", **options)
+    with pytest.raises(Killed):
         killed.fit(train, val)
     resumed_model = make_model(seed=9)
     Trainer(resumed_model, out_dir=tmp_path / "run", **options).fit(train, val, resume=True)

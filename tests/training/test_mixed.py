@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from training_data import Smoothing, make_model
+from training_data import Killed, KilledAfter, Smoothing, make_model
 
 from physnet.training import GroupedBatchSampler, MixedResolution, Trainer, train_from_config
 
@@ -72,8 +72,6 @@ def _fit(out_dir, model, loss="relative_l2", resume=False):
 
 
 def test_trainer_on_two_grids_learns_and_resumes_bit_exactly(tmp_path):
-    from test_resume import _Killed, _KilledAfter
-
     trainer, history = _fit(tmp_path / "full", make_model())
     assert history.records[0]["step"] == 3 + 2  # ceil(12/4) + ceil(6/4) batches
     assert history.records[-1]["val_loss"] < 0.8 * history.records[0]["val_loss"]
@@ -88,8 +86,8 @@ def test_trainer_on_two_grids_learns_and_resumes_bit_exactly(tmp_path):
                 errors.append((torch.linalg.norm(model(x) - y) / torch.linalg.norm(y)).item())
     assert history.records[-1]["val_loss"] == pytest.approx(np.mean(errors), rel=1e-5)
 
-    with pytest.raises(_Killed):  # killed in epoch 2, after one saved epoch
-        _fit(tmp_path / "part", make_model(), loss=_KilledAfter(8))
+    with pytest.raises(Killed):  # killed in epoch 2, after one saved epoch
+        _fit(tmp_path / "part", make_model(), loss=KilledAfter(8))
     resumed = make_model(seed=5)
     _, again = _fit(tmp_path / "part", resumed, resume=True)
     drop_time = [{k: v for k, v in r.items() if k != "time_s"} for r in again.records]

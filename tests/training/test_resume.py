@@ -7,11 +7,11 @@ import random
 import numpy as np
 import pytest
 import torch
-from training_data import Smoothing, make_model
+from training_data import Killed, KilledAfter, Smoothing, make_model
 
 import physnet.nn
 from physnet._io import FileFormatError
-from physnet.training import Trainer, relative_lp
+from physnet.training import Trainer
 from physnet.training._state import load_state, save_state
 
 
@@ -72,23 +72,6 @@ def test_state_refuses_pickles_and_foreign_files(tmp_path):
         load_state(tmp_path / "junk")
 
 
-class _Killed(Exception):
-    pass
-
-
-class _KilledAfter:
-    """The relative L2 loss; raises after ``calls`` calls, like a killed process."""
-
-    def __init__(self, calls: int) -> None:
-        self.calls, self.count = calls, 0
-
-    def __call__(self, prediction, target):
-        self.count += 1
-        if self.count > self.calls:
-            raise _Killed
-        return relative_lp(prediction, target)
-
-
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_resume_is_bit_exact(tmp_path, num_workers):
     train, val = Smoothing(20, seed=1), Smoothing(6, seed=2)
@@ -99,8 +82,8 @@ def test_resume_is_bit_exact(tmp_path, num_workers):
     expected = straight.fit(train, val)
 
     # 5 steps per epoch: killed in the middle of epoch 3, after two saved epochs
-    killed = Trainer(make_model(), loss=_KilledAfter(12), out_dir=tmp_path / "run", **options)
-    with pytest.raises(_Killed):
+    killed = Trainer(make_model(), loss=KilledAfter(12), out_dir=tmp_path / "run", **options)
+    with pytest.raises(Killed):
         killed.fit(train, val)
     resumed_model = make_model(seed=123)  # different initial weights: the state wins
     resumed = Trainer(resumed_model, out_dir=tmp_path / "run", **options)

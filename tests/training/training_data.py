@@ -39,3 +39,23 @@ def make_model(seed: int = 0):
 
     torch.manual_seed(seed)
     return create("conv-net", **MODEL)
+
+
+class Killed(Exception):
+    """Raised by :class:`KilledAfter`: a training run stopped from outside."""
+
+
+class KilledAfter:
+    """The relative L2 loss; raises :class:`Killed` after ``calls`` calls, like a killed
+    process (for the resume tests)."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls, self.count = calls, 0
+
+    def __call__(self, prediction, target):
+        from physnet.training import relative_lp
+
+        self.count += 1
+        if self.count > self.calls:
+            raise Killed
+        return relative_lp(prediction, target)
