@@ -2,8 +2,10 @@
 dense matrix, at batch 1 and 32.
 
 N_f = 15, the reference 25 x 25 x 49 grid, complex64. The adjoint ``A^H y`` of
-:class:`NearFieldMIMO` (NumPy, factor tables cached; below 8 volumes the fused Numba kernels,
-from 8 on the cache-sized tiles applied by three real BLAS products) against the dense
+:class:`NearFieldMIMO` (NumPy, factor tables cached, the operator of one voxel per orbit of
+the geometry's 4 symmetries applied to the batch stacked with its row-permuted copies; fused
+Numba kernels for small stacked batches, cache-sized tiles applied by three real BLAS
+products for larger ones), the same with ``symmetric=False``, against the dense
 operator ``A`` (547 MiB, built here only) applied as the reference code does,
 ``np.einsum('ktrxyz,Nktr->Nxyz', conj(A), y)`` (NumPy's default ``optimize=False``), and as
 the best dense alternative, one BLAS matrix product (``y @ conj(A)``). The forward map
@@ -14,7 +16,7 @@ shared machine changes them alike; the dense einsum, slow at batch 32, twice). P
 the high-water RSS above the process's baseline, each method in its own forked process, forked
 before the parent runs anything (forking after Numba's OpenMP thread pool started is unsafe).
 
-Run ``python benchmarks/radar_adjoint.py`` (about 2 minutes at 1 thread; ``--threads N``
+Run ``python benchmarks/radar_adjoint.py`` (about 3 minutes at 1 thread; ``--threads N``
 for N BLAS and Numba threads). Results go to ``benchmarks/results/radar-adjoint.{json,md}``
 with the machine described (its load average included: compare ratios within one run).
 """
@@ -34,12 +36,18 @@ import numpy as np
 from _common import high_water_bytes, machine, median_time, reset_high_water, write_results
 
 from physnet.operators import NearFieldMIMO
+from physnet.operators.radar import _NumpyCore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_FREQUENCIES = 15
 BATCHES = (1, 32)
 GRID = (25, 25, 49)
-METHODS = ("on-the-fly (physnet)", "dense einsum (reference code)", "dense GEMM")
+OURS, PLAIN, EINSUM_METHOD, GEMM = METHODS = (
+    "on-the-fly (physnet)",
+    "on-the-fly, symmetric=False",
+    "dense einsum (reference code)",
+    "dense GEMM",
+)
 EINSUM = {
     "adjoint": "ktrxyz,Nktr->Nxyz",
     "forward": "ktrxyz,Nxyz->Nktr",
@@ -58,21 +66,37 @@ def _dense(A: NearFieldMIMO, direction: str) -> np.ndarray:
     return np.conj(dense, out=dense) if direction == "adjoint" else dense
 
 
-def _functions(A: NearFieldMIMO, dense: np.ndarray | None, direction: str, operand: np.ndarray):
-    """The three ways to apply ``A^H`` (adjoint) or ``A`` (forward); ``dense`` from :func:`_dense`
-    (``None`` when only the on-the-fly one is called)."""
+def _functions(
+    operators: dict[str, NearFieldMIMO],
+    dense: np.ndarray | None,
+    direction: str,
+    operand: np.ndarray,
+):
+    """The ways to apply ``A^H`` (adjoint) or ``A`` (forward): ``operators`` maps
+    :data:`OURS` and :data:`PLAIN` to the operator with and without its symmetry reduction;
+    ``dense`` from :func:`_dense` (``None`` when only the on-the-fly ones are called)."""
     batch = operand.shape[0]
+    A, plain = operators[OURS], operators[PLAIN]
     flat = None if dense is None else dense.reshape(A.shape)
     if direction == "adjoint":
         return {
-            METHODS[0]: lambda: A.H @ operand,
-            METHODS[1]: lambda: np.einsum(EINSUM["adjoint"], dense, operand),
-            METHODS[2]: lambda: operand.reshape(batch, -1) @ flat,
+            OURS: lambda: A.H @ operand,
+            PLAIN: lambda: plain.H @ operand,
+            EINSUM_METHOD: lambda: np.einsum(EINSUM["adjoint"], dense, operand),
+            GEMM: lambda: operand.reshape(batch, -1) @ flat,
         }
     return {
-        METHODS[0]: lambda: A @ operand.reshape(batch, -1),
-        METHODS[1]: lambda: np.einsum(EINSUM["forward"], dense, operand),
-        METHODS[2]: lambda: operand.reshape(batch, -1) @ flat.T,
+        OURS: lambda: A @ operand.reshape(batch, -1),
+        PLAIN: lambda: plain @ operand.reshape(batch, -1),
+        EINSUM_METHOD: lambda: np.einsum(EINSUM["forward"], dense, operand),
+        GEMM: lambda: operand.reshape(batch, -1) @ flat.T,
+    }
+
+
+def _operators() -> dict[str, NearFieldMIMO]:
+    return {
+        OURS: NearFieldMIMO(n_frequencies=N_FREQUENCIES),
+        PLAIN: NearFieldMIMO(n_frequencies=N_FREQUENCIES, symmetric=False),
     }
 
 
@@ -89,10 +113,11 @@ def _peak_memory_worker(
                 small.H @ (small @ np.ones((count, small.shape[1]), np.complex64))
         reset_high_water()
         baseline = high_water_bytes()
-        A = NearFieldMIMO(n_frequencies=N_FREQUENCIES)
+        operators = _operators()
+        A = operators[OURS]
         operand = _operands(A, direction, batch)
-        dense = None if method == METHODS[0] else _dense(A, direction)
-        _functions(A, dense, direction, operand)[method]()
+        dense = None if method in (OURS, PLAIN) else _dense(A, direction)
+        _functions(operators, dense, direction, operand)[method]()
         queue.put(high_water_bytes() - baseline)
 
 
@@ -131,21 +156,28 @@ def benchmark(repeats: int, threads: int) -> dict:
         for method in METHODS
     }
     warm_memory = {
-        (direction, batch): peak_memory(METHODS[0], direction, batch, threads, warm=True)
+        (direction, batch): peak_memory(OURS, direction, batch, threads, warm=True)
         for direction in EINSUM
         for batch in BATCHES
     }
     _limit_threads(threads)
-    A = NearFieldMIMO(n_frequencies=N_FREQUENCIES)
+    operators = _operators()
+    A, plain = operators[OURS], operators[PLAIN]
+    for operator in operators.values():  # builds the cached factor tables
+        operator.H @ np.zeros((1, *A.measurement_shape), np.complex64)
     results: dict = {
         "n_frequencies": N_FREQUENCIES,
         "grid_shape": list(GRID),
         "voxels": A.shape[1],
         "measurements": A.shape[0],
-        "tile_batch": 8,  # NearFieldMIMO switches to the tiles from 8 volumes (NumPy)
+        "symmetries": len(A.symmetry()),
+        "representative_voxels": A.symmetry().reduced.shape[1],
+        # NearFieldMIMO uses its tiles from these batches (NumPy) on; the symmetric operator
+        # stacks the batch with its permuted copies, so divides them by its group's order
+        "tile_batch": {"forward": _NumpyCore.TILE_BATCH, "adjoint": _NumpyCore.ADJOINT_TILE_BATCH},
+        "on_the_fly_table_bytes": A._cached_table_bytes(),
+        "plain_table_bytes": plain._cached_table_bytes(),
     }
-    A.H @ np.zeros((1, *A.measurement_shape), np.complex64)  # builds the cached factor tables
-    results["on_the_fly_table_bytes"] = int(sum(a.nbytes + b.nbytes for a, b in A._tables.values()))
     results["distance_table_bytes"] = int(
         A.transmitter_distances.nbytes + A.receiver_distances.nbytes
     )
@@ -158,17 +190,18 @@ def benchmark(repeats: int, threads: int) -> dict:
         results["dense_bytes"] = int(dense.nbytes)
         for batch in BATCHES:
             operand = _operands(A, direction, batch)
-            functions = _functions(A, dense, direction, operand)
+            functions = _functions(operators, dense, direction, operand)
             for function in functions.values():  # warm-up: Numba kernels, BLAS buffers
-                if function is not functions[METHODS[1]]:
+                if function is not functions[EINSUM_METHOD]:
                     function()
-            reference = functions[METHODS[2]]().reshape(batch, -1)
-            ours = functions[METHODS[0]]().reshape(batch, -1)
-            difference = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
-            results[f"{direction}_relative_difference_batch{batch}"] = float(difference)
+            reference = functions[GEMM]().reshape(batch, -1)
+            for method, key in ((OURS, ""), (PLAIN, "_plain")):
+                ours = functions[method]().reshape(batch, -1)
+                difference = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
+                results[f"{direction}_relative_difference{key}_batch{batch}"] = float(difference)
             # Round robin, so that a change in the machine's load hits every method alike;
             # the einsum at batch > 1 (seconds per call) only twice, after the others.
-            slow = {METHODS[1]} if batch > 1 else set()
+            slow = {EINSUM_METHOD} if batch > 1 else set()
             times = {method: [] for method in functions}
             for _ in range(repeats):
                 for method, function in functions.items():
@@ -189,7 +222,7 @@ def benchmark(repeats: int, threads: int) -> dict:
                         "peak_memory_bytes": memory[direction, batch, method],
                     }
                 )
-                if method == METHODS[0]:
+                if method == OURS:
                     rows[-1]["peak_memory_warm_bytes"] = warm_memory[direction, batch]
                 print(
                     f"  {direction:<7} batch {batch:>2} {method:<30} "
@@ -217,16 +250,21 @@ def markdown(results: dict) -> str:
         f"complex64. Dense operator: {bench['dense_bytes'] / 2**20:.0f} MiB (built in "
         f"{bench['dense_build_s']:.1f} s, benchmark only). On the fly: distance tables "
         f"{bench['distance_table_bytes'] / 2**20:.1f} MiB + cached factor tables "
-        f"{bench['on_the_fly_table_bytes'] / 2**20:.0f} MiB; fused Numba kernels below "
-        f"{bench['tile_batch']} volumes, 3M tiles from {bench['tile_batch']} on. Relative "
-        "difference to the dense GEMM: "
+        f"{bench['on_the_fly_table_bytes'] / 2**20:.0f} MiB "
+        f"({bench['plain_table_bytes'] / 2**20:.0f} MiB with symmetric=False). The geometry "
+        f"has {bench['symmetries']} symmetries, so the on-the-fly operator applies the "
+        f"operator of {bench['representative_voxels']} representative voxels to the batch "
+        f"stacked with its {bench['symmetries'] - 1} row-permuted copies. Fused Numba kernels "
+        f"below {bench['tile_batch']['forward']} (adjoint {bench['tile_batch']['adjoint']}) "
+        "stacked volumes, 3M tiles from there on. Relative difference to the dense GEMM: "
         + ", ".join(
             f"{direction} batch {batch} "
-            f"{bench[f'{direction}_relative_difference_batch{batch}']:.1e}"
+            f"{bench[f'{direction}_relative_difference_batch{batch}']:.1e} "
+            f"({bench[f'{direction}_relative_difference_plain_batch{batch}']:.1e})"
             for direction in EINSUM
             for batch in BATCHES
         )
-        + ".",
+        + " (in brackets: symmetric=False).",
         "",
         "Peak memory of the on-the-fly applies includes loading the compiled Numba kernels "
         "(about 80 MiB, once per process); in brackets, with them loaded before the baseline.",
@@ -246,7 +284,7 @@ def markdown(results: dict) -> str:
     for direction in EINSUM:
         for batch in BATCHES:
             rows = [r for r in bench["rows"] if r["direction"] == direction and r["batch"] == batch]
-            ours = next(r for r in rows if r["method"] == METHODS[0])
+            ours = next(r for r in rows if r["method"] == OURS)
             ratios = ", ".join(
                 f"{r['ms_per_volume'] / ours['ms_per_volume']:.2f}x vs {r['method']}"
                 for r in rows

@@ -277,7 +277,7 @@ def test_condition_channels_hold_the_raw_values(measurements, input_kind):
     for x in model.inputs:
         assert x.shape == (4, channels + 2, *GRID)
         assert torch.all(x[:, channels] == 12.5) and torch.all(x[:, channels + 1] == 3.0)
-    back = A.H @ y[0]
+    back = (A.H @ y[:4])[0]  # the pipeline's first batch (large batches round differently)
     first = model.inputs[0][0, 0].numpy()
     expected = back.real if input_kind == "complex" else np.abs(back)
     np.testing.assert_array_equal(first, expected.reshape(GRID).astype(np.float32))

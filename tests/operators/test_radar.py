@@ -128,7 +128,7 @@ def test_chunked_and_uncached_applies_agree(rng):
     y = complex_normal(rng, (3, *A.measurement_shape))
     np.testing.assert_allclose(B @ x, A @ x, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(B.H @ y, A.H @ y, rtol=1e-12, atol=1e-15)
-    assert not B._tables and A._tables
+    assert B._cached_table_bytes() == 0 and A._cached_table_bytes() > 0
 
 
 def relative_error(value, expected):
@@ -138,9 +138,13 @@ def relative_error(value, expected):
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
 @pytest.mark.parametrize("batch", [1, 3, _NumpyCore.TILE_BATCH, 11, _NumpyCore.ADJOINT_TILE_BATCH])
 @pytest.mark.parametrize("cached", [True, False], ids=["cached", "uncached"])
-def test_fused_and_tile_applies_match_the_dense_matrix(rng, monkeypatch, dtype, batch, cached):
-    # 720 voxels: two blocks of the fused kernels; tiles of 64 voxels and a short last one.
-    kwargs = {} if cached else {"table_bytes": 0}
+@pytest.mark.parametrize("symmetric", [False, True], ids=["plain", "symmetric"])
+def test_fused_and_tile_applies_match_the_dense_matrix(
+    rng, monkeypatch, dtype, batch, cached, symmetric
+):
+    # 720 voxels: two blocks of the fused kernels; tiles of 64 voxels and a short last one
+    # (symmetric: 360 voxels, one per orbit of the rotation by 180 degrees, and twice the batch).
+    kwargs = {"symmetric": symmetric} if cached else {"table_bytes": 0, "symmetric": symmetric}
     A = NearFieldMIMO(n_frequencies=3, grid_shape=(8, 9, 10), dtype=dtype, **kwargs)
     if cached:
         m = A.shape[0]
@@ -156,26 +160,30 @@ def test_fused_and_tile_applies_match_the_dense_matrix(rng, monkeypatch, dtype, 
     tol = 1e-13 if dtype == np.complex128 else 2e-6
     assert relative_error(forward.reshape(batch, -1), x @ dense.T) < tol
     assert relative_error(back, y.reshape(batch, -1) @ dense.conj()) < tol
-    assert bool(A._tables) == cached
+    assert (A._cached_table_bytes() > 0) == cached
+    assert (A.symmetry() is not None) == symmetric
     # <A x, y> = <x, A^H y> over the whole batch
     left, right = np.vdot(forward, y), np.vdot(x, back)
     assert abs(left - right) <= tol * np.linalg.norm(forward) * np.linalg.norm(y)
 
 
-def test_batch_mates_do_not_change_a_fused_result(rng):
-    A = NearFieldMIMO(**SMALL)
-    y = complex_normal(rng, (_NumpyCore.TILE_BATCH - 1, *A.measurement_shape), np.complex64)
-    x = complex_normal(rng, (_NumpyCore.TILE_BATCH - 1, A.shape[1]), np.complex64)
+@pytest.mark.parametrize("symmetric", [False, True], ids=["plain", "symmetric"])
+def test_batch_mates_do_not_change_a_fused_result(rng, symmetric):
+    A = NearFieldMIMO(**SMALL, symmetric=symmetric)
+    count = _NumpyCore.TILE_BATCH // (2 if symmetric else 1) - 1  # 2 symmetries: 2x the batch
+    y = complex_normal(rng, (count, *A.measurement_shape), np.complex64)
+    x = complex_normal(rng, (count, A.shape[1]), np.complex64)
     np.testing.assert_array_equal(A.H @ y[2], (A.H @ y)[2])
     np.testing.assert_array_equal(A @ x[2], (A @ x)[2])
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-def test_the_fused_adjoint_gives_a_volume_the_same_bits_in_any_batch(rng, dtype):
+@pytest.mark.parametrize("symmetric", [False, True], ids=["plain", "symmetric"])
+def test_the_fused_adjoint_gives_a_volume_the_same_bits_in_any_batch(rng, dtype, symmetric):
     # Its kernel shares each read of the tables between the volumes of a group (up to
     # 8): a volume's result must not depend on its group, its place in it, or the batch.
-    A = NearFieldMIMO(n_frequencies=3, grid_shape=(8, 9, 10), dtype=dtype)
-    count = _NumpyCore.ADJOINT_TILE_BATCH - 1
+    A = NearFieldMIMO(n_frequencies=3, grid_shape=(8, 9, 10), dtype=dtype, symmetric=symmetric)
+    count = _NumpyCore.ADJOINT_TILE_BATCH // (2 if symmetric else 1) - 1
     y = complex_normal(rng, (count, *A.measurement_shape), dtype)
     alone = np.stack([A.H @ volume for volume in y])
     np.testing.assert_array_equal(A.H @ y, alone)
@@ -188,6 +196,37 @@ def test_the_fused_adjoint_gives_a_volume_the_same_bits_in_any_batch(rng, dtype)
     dense = NearFieldMIMO(n_frequencies=3, grid_shape=(8, 9, 10), dtype=np.complex128).dense()
     tol = 1e-13 if dtype == np.complex128 else 2e-6
     assert relative_error(alone, y.reshape(count, -1) @ dense.conj()) < tol
+
+
+def test_the_reference_geometry_has_four_symmetries():
+    # Rotation by 180 degrees and the two diagonal reflections map the cross array and the
+    # 25 x 25 grid onto themselves: (625 + 1 + 25 + 25) / 4 = 169 orbits per z layer.
+    symmetry = NearFieldMIMO(n_frequencies=1).symmetry()
+    assert len(symmetry) == 4
+    assert symmetry.reduced.shape == (156, 169 * 49)
+    assert NearFieldMIMO(n_frequencies=1, symmetric=False).symmetry() is None
+    with pytest.raises(TypeError, match="symmetric"):
+        NearFieldMIMO(n_frequencies=1, symmetric="yes")
+
+
+def test_an_asymmetric_geometry_has_no_symmetry_reduction(rng):
+    points = voxel_grid((4, 5, 6)) + np.array([0.01, 0.0, 0.0])  # shifted off the axis
+    assert NearFieldMIMO(n_frequencies=2, points=points).symmetry() is None
+
+
+@pytest.mark.parametrize("grid", [(5, 5, 3), (6, 6, 2)], ids=["odd", "even"])
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_symmetric_applies_match_the_plain_ones(rng, grid, batch):
+    # Square grids: voxels on the diagonals are fixed by a reflection, and with an odd side
+    # the centre column by all four symmetries; each must count once in the forward map.
+    A = NearFieldMIMO(n_frequencies=3, grid_shape=grid, dtype=np.complex128)
+    plain = NearFieldMIMO(n_frequencies=3, grid_shape=grid, dtype=np.complex128, symmetric=False)
+    x = complex_normal(rng, (batch, A.shape[1]))
+    y = complex_normal(rng, (batch, *A.measurement_shape))
+    np.testing.assert_allclose(A @ x, plain @ x, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(A.H @ y, plain.H @ y, rtol=1e-12, atol=1e-15)
+    assert len(A.symmetry()) == 4
+    assert dot_product_test(A) < 1e-12
 
 
 def test_complex64_agrees_with_complex128(rng):
