@@ -700,9 +700,10 @@ class _NumpyCore:
     """Target size of the three tiles of one chunk: they stay in L3 between the build and
     the products, and the chunk is wide enough that BLAS's packing of the batch operand
     (once per product) stays small beside that of the tile. Measured at 1 thread, batch
-    32, ms per volume, against the dense GEMM in the same run: 144 voxels (4 MiB) 7.8 vs
-    9.0 at N_f = 15, where 288 voxels (8 MiB) took 9.3; at N_f = 5 and 30 the 4 MiB chunks
-    were within 5 % of the best width tried (64-256 voxels)."""
+    32, N_f = 15, ms per volume beside the dense GEMM in the same run: chunks of 128 voxels
+    (3.6 MiB) 7.8 against 9.0 for the GEMM, where the former 8 MiB (288 voxels) took 9.3;
+    32-64 and 192-512 voxels were slower. At N_f = 5 and 30, widths of 64-256 voxels were
+    within 5-15 % of each other."""
 
     def __init__(self, operator: NearFieldMIMO, dtype: np.dtype) -> None:
         self.operator = operator
