@@ -450,6 +450,13 @@ class NearFieldMIMO(LinearOperator):
         Found at the first call (a nearest-neighbour match of the mapped positions, to
         ``1e-9`` of the geometry's size) and kept; ``None`` with ``symmetric=False`` or
         when only the identity maps the geometry onto itself.
+
+        Examples
+        --------
+        >>> A = NearFieldMIMO(n_frequencies=2, grid_shape=(5, 5, 3))
+        >>> len(A.symmetry()), A.symmetry().reduced.shape  # 4 maps, 9 orbits per z layer
+        (4, (312, 27))
+        >>> NearFieldMIMO(n_frequencies=2, grid_shape=(5, 5, 3), symmetric=False).symmetry()
         """
         if self._symmetry is True:
             self._symmetry = _Symmetry.find(self)
