@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy
@@ -96,3 +99,33 @@ def write_results(stem: str | os.PathLike, report: dict, markdown: str) -> None:
     write_text(stem.parent / f"{stem.name}.json", json.dumps(report, indent=2) + "\n")
     write_text(stem.parent / f"{stem.name}.md", markdown)
     print(markdown)
+
+
+class ResultCache:
+    """Scores in a JSON file, keyed by what determines them, so that a rerun recomputes only
+    what changed; ``version`` invalidates every entry of an older format. Written
+    atomically after every :meth:`put`."""
+
+    def __init__(self, path: Path, version: int, enabled: bool = True) -> None:
+        self.path, self.version, self.enabled = Path(path), version, enabled
+        self.entries: dict[str, Any] = {}
+        if enabled and self.path.exists():
+            stored = json.loads(self.path.read_text())
+            if stored.get("version") == version:
+                self.entries = stored["entries"]
+
+    @staticmethod
+    def key(**parts: Any) -> str:
+        text = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> Any:
+        return self.entries.get(key) if self.enabled else None
+
+    def put(self, key: str, value: Any) -> None:
+        from physnet._io import write_text
+
+        self.entries[key] = value
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(self.path, json.dumps({"version": self.version, "entries": self.entries}))

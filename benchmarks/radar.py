@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -58,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import machine, write_results
+from _common import ResultCache, machine, write_results
 
 from physnet.datasets.generate import generate, get_generator
 from physnet.datasets.store import StoreDataset
@@ -334,36 +333,6 @@ def search_postprocessing(
 # --- the cache ------------------------------------------------------------------------
 
 
-class Cache:
-    """Baseline searches and test scores in a JSON file, keyed by what determines them."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path = path
-        self.enabled = enabled
-        self.entries: dict[str, Any] = {}
-        if enabled and path.exists():
-            stored = json.loads(path.read_text())
-            if stored.get("version") == CACHE_VERSION:
-                self.entries = stored["entries"]
-
-    @staticmethod
-    def key(**parts: Any) -> str:
-        text = json.dumps(parts, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-    def get(self, key: str) -> Any:
-        return self.entries.get(key) if self.enabled else None
-
-    def put(self, key: str, value: Any) -> None:
-        self.entries[key] = value
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps({"version": CACHE_VERSION, "entries": self.entries}))
-        os.replace(temporary, self.path)
-
-
 def pack_volume(volume: np.ndarray) -> str:
     """A volume as compact JSON text (float16, zlib, base64), for the figure."""
     data = zlib.compress(np.asarray(volume, dtype=np.float16).tobytes(), level=9)
@@ -509,7 +478,7 @@ def model_label(model: str) -> str:
 # --- one setting ----------------------------------------------------------------------
 
 
-def run_setting(setting: Setting, args, cache: Cache, figure: dict) -> dict[str, Any]:
+def run_setting(setting: Setting, args, cache: ResultCache, figure: dict) -> dict[str, Any]:
     counts = QUICK_COUNTS if args.quick else COUNTS
     counts = {
         "val": args.val or counts["val"],
@@ -542,7 +511,7 @@ def run_setting(setting: Setting, args, cache: Cache, figure: dict) -> dict[str,
     identity = {"dataset": report["dataset"], "tune": len(y_tune), "test": len(y_test)}
 
     A = NearFieldMIMO(n_frequencies=setting.n_frequencies)
-    key = Cache.key(kind="norm", n_frequencies=setting.n_frequencies)
+    key = ResultCache.key(kind="norm", n_frequencies=setting.n_frequencies)
     if (cached_norm := cache.get(key)) is None:
         start = time.perf_counter()
         cached_norm = {"norm": operator_norm(A), "seconds": time.perf_counter() - start}
@@ -600,7 +569,9 @@ def run_setting(setting: Setting, args, cache: Cache, figure: dict) -> dict[str,
         ("tikhonov-cg", tune_tikhonov, search_tikhonov),
         ("admm-tv", tune_admm, search_admm),
     ):
-        key = Cache.key(kind="baseline", method=method, search=search, grids=grids, **identity)
+        key = ResultCache.key(
+            kind="baseline", method=method, search=search, grids=grids, **identity
+        )
         entry = cache.get(key)
         if entry is None:
             A_baseline, operator_info = operator_for(args.operator)
@@ -951,7 +922,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     name = "radar-quick" if args.quick else "radar"
-    cache = Cache(args.out / f"{name}.cache.json", enabled=not args.no_cache)
+    cache = ResultCache(args.out / f"{name}.cache.json", CACHE_VERSION, enabled=not args.no_cache)
     counts = QUICK_COUNTS if args.quick else COUNTS
     results: dict[str, Any] = {
         "machine": machine(),
