@@ -29,6 +29,10 @@ scene (the calling thread's, 1 torch thread), for a 200-frame rollout at batch 1
 batch 32 (network, stencils and steps included), against the reference FE
 simulator's wall time per frame (mesh, assembly, CFL estimate, time stepping and
 gridding, one scene at a time: it has no batched mode).
+
+Outputs: ``<out>.json`` and ``<out>.md`` (the tables and the verdicts on the issue's
+targets), ``<out>-curves.png`` (nRMSE per step, one panel per test set) and
+``<out>.cache.json`` (each checkpoint's scores, reused by a rerun; ``--no-cache`` ignores it).
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ SET_NOTES = {
 }
 FE_FACTORS = (1.25, 1.5, 2.0)  # coarser than 2x, scenes placed 2h apart no longer mesh
 DEFAULT_MODELS = ("wave-cp=wave-cp",)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: scores carry the per-step curve
 
 
 def nrmse(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -123,6 +127,7 @@ class TestSet:
             )
         result = {f"rollout_{s}": float(errors[:, s - 1].mean()) for s in REPORTED_STEPS}
         result["rollout_max"] = float(errors.mean(axis=0).max())
+        result["curve"] = [float(e) for e in errors.mean(axis=0)]  # nRMSE per step, for the plot
         # The field leaves through the absorbing sides (its norm is ~2 % of the first
         # frame's by step 100, ~0.2 % by step 200), so late nRMSEs divide by almost nothing;
         # these two see a blow-up on the scale of the initial field instead.
@@ -273,6 +278,8 @@ def aggregate(rows: list[dict]) -> dict:
     ]
     out = {k: float(np.mean([row[k] for row in rows])) for k in keys}
     out.update({f"{k}_std": float(np.std([row[k] for row in rows])) for k in keys})
+    if all("curve" in row for row in rows):
+        out["curve"] = np.mean([row["curve"] for row in rows], axis=0).tolist()
     out["seeds"] = len(rows)
     out["finite"] = all(row.get("finite", True) for row in rows)
     return out
@@ -285,6 +292,36 @@ def _cell(row: dict, key: str, digits: int = 4) -> str:
     text = f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.3g}"
     std = row.get(f"{key}_std")
     return f"{text} ± {std:.2g}" if std is not None and row.get("seeds", 1) > 1 else text
+
+
+def plot_curves(report: dict, path: Path) -> None:
+    """nRMSE per rollout step, one panel per test set, one line per method (the mean over
+    its seeds and trajectories)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = report["sets"]
+    figure, axes = plt.subplots(
+        1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False, constrained_layout=True
+    )
+    for axis, (name, result) in zip(axes[0], sets.items(), strict=True):
+        for label, row in result["methods"].items():
+            if "curve" in row and label != "extrapolation":
+                steps = np.arange(1, len(row["curve"]) + 1)
+                axis.plot(steps, row["curve"], label=label, lw=1.2)
+        axis.set_yscale("log")
+        axis.set_ylim(1e-2, 1e2)
+        axis.axhline(1.0, color="k", lw=0.6, ls=":")
+        axis.set_xlabel("rollout step (0.02 time units each)")
+        axis.set_title(f"{name} ({result['trajectories']} trajectories)")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("nRMSE (mean over trajectories and seeds)")
+    axes[0][-1].legend(fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def to_markdown(report: dict) -> str:
@@ -478,6 +515,8 @@ def main(argv=None) -> dict:
         }
     report["targets"] = check_targets(report, args.chosen)
     write_results(args.out, report, to_markdown(report))
+    if report["sets"]:
+        plot_curves(report, Path(f"{args.out}-curves.png"))
     return report
 
 
