@@ -103,16 +103,19 @@ def write_results(stem: str | os.PathLike, report: dict, markdown: str) -> None:
 
 class ResultCache:
     """Scores in a JSON file, keyed by what determines them, so that a rerun recomputes only
-    what changed; ``version`` invalidates every entry of an older format. Written
-    atomically after every :meth:`put`."""
+    what changed; ``version`` invalidates every entry of an older format. Runs may share
+    the file: a miss reads it again, and :meth:`put` merges with what is stored before it
+    writes (atomically)."""
 
     def __init__(self, path: Path, version: int, enabled: bool = True) -> None:
         self.path, self.version, self.enabled = Path(path), version, enabled
-        self.entries: dict[str, Any] = {}
-        if enabled and self.path.exists():
-            stored = json.loads(self.path.read_text())
-            if stored.get("version") == version:
-                self.entries = stored["entries"]
+        self.entries: dict[str, Any] = self._stored()
+
+    def _stored(self) -> dict[str, Any]:
+        if not (self.enabled and self.path.exists()):
+            return {}
+        stored = json.loads(self.path.read_text())
+        return stored["entries"] if stored.get("version") == self.version else {}
 
     @staticmethod
     def key(**parts: Any) -> str:
@@ -120,12 +123,17 @@ class ResultCache:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def get(self, key: str) -> Any:
-        return self.entries.get(key) if self.enabled else None
+        if not self.enabled:
+            return None
+        if key not in self.entries:
+            self.entries = {**self._stored(), **self.entries}
+        return self.entries.get(key)
 
     def put(self, key: str, value: Any) -> None:
         from physnet._io import write_text
 
         self.entries[key] = value
         if self.enabled:
+            self.entries = {**self._stored(), **self.entries}
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_text(self.path, json.dumps({"version": self.version, "entries": self.entries}))
