@@ -492,11 +492,11 @@ def main(argv=None) -> dict:
         methods.update(fe)
         for label, paths in specs:
             rows = []
-            for path in paths:
-                model = on_domain(physnet.nn.load(path), data.config["length"])
+            for checkpoint in paths:
+                model = on_domain(physnet.nn.load(checkpoint), data.config["length"])
                 key = ResultCache.key(
                     set=name, data=file_identity(path_of(data.path)), samples=len(data.frames),
-                    batch=args.batch, checkpoint=file_identity(path_of(path)) or path,
+                    batch=args.batch, checkpoint=file_identity(path_of(checkpoint)) or checkpoint,
                 )  # fmt: skip
                 row = cache.get(key)
                 if row is None:
@@ -506,7 +506,7 @@ def main(argv=None) -> dict:
                 rows.append(row)
             methods[label] = aggregate(rows)
             # The cost depends on the architecture, not on the weights: timed once per
-            # label (its first checkpoint), in this run, beside the other rows.
+            # label (its last checkpoint), in this run, beside the other rows.
             if not args.no_cost:
                 methods[label]["ms_per_frame_b1"] = 1e3 * model_cost(model, size, 1)
                 methods[label]["ms_per_frame_b32"] = 1e3 * model_cost(model, size, 32, repeats=1)
