@@ -626,6 +626,16 @@ def _add_evaluate_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--symmetrize",
+        default=None,
+        metavar="GROUP",
+        help=(
+            "average the model over a group of exact grid symmetries of the task "
+            "(physnet.nn.SymmetryAverage): 'd4' (the square's eight) or 'flips'; costs "
+            "|G| forward passes"
+        ),
+    )
     _add_json(parser)
     parser.set_defaults(handler=_evaluate_command)
 
@@ -635,8 +645,13 @@ def _evaluate_command(args: argparse.Namespace) -> int:
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     device = _device(args.device)
+    model: Any = args.checkpoint
+    if args.symmetrize is not None:
+        from physnet.nn import SymmetryAverage, load
+
+        model = SymmetryAverage(load(args.checkpoint, device=str(device)), args.symmetrize)
     report = evaluate(
-        args.checkpoint,
+        model,
         args.data,
         metrics=metrics,
         batch_size=args.batch_size,

@@ -61,6 +61,18 @@ def test_generate_train_evaluate(tmp_path, capsys, store):
     expected = evaluate(checkpoint, open_dataset(store, split="test"))
     assert report["n_samples"] == expected["n_samples"] == 2
     assert report["relative_l2"] == pytest.approx(expected["relative_l2"], rel=1e-6)
+    # --symmetrize averages the loaded model over the square's symmetries.
+    code, out, _ = run(
+        capsys, "evaluate", checkpoint, store, "--split", "test", "--symmetrize", "d4", "--json"
+    )
+    assert code == 0
+    from physnet.nn import SymmetryAverage, load
+
+    averaged = evaluate(SymmetryAverage(load(checkpoint)), open_dataset(store, split="test"))
+    assert json.loads(out)["relative_l2"] == pytest.approx(averaged["relative_l2"], rel=1e-6)
+    assert averaged["relative_l2"] != pytest.approx(expected["relative_l2"], rel=1e-6)
+    code, _, err = run(capsys, "evaluate", checkpoint, store, "--symmetrize", "d5")
+    assert code == 2 and "d5" in err and len(err.strip().splitlines()) == 1
 
     # The same command again refuses to overwrite the run, in one line.
     code, _, err = run(capsys, "train", config, "--out", tmp_path / "run")

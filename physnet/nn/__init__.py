@@ -25,6 +25,7 @@ from physnet.nn.dcdm_galerkin import DCDMGalerkinNet
 from physnet.nn.fno import FNO
 from physnet.nn.mgno import MgNO, MultigridCycle
 from physnet.nn.radar import Deep2S
+from physnet.nn.symmetry import SymmetryAverage
 from physnet.nn.unet3d import ResNet3D, UNet3D
 from physnet.nn.wave import WaveCNN, WaveCNN3d
 from physnet.nn.wave_leapfrog import WaveLeapfrog
@@ -45,6 +46,7 @@ __all__ = [
     "MultigridState",
     "ResNet3D",
     "SeparableConv2d",
+    "SymmetryAverage",
     "UNet3D",
     "WaveCNN",
     "WaveCNN3d",

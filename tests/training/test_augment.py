@@ -8,7 +8,13 @@ import torch
 from training_data import Killed, KilledAfter, Smoothing, make_model
 
 from physnet.training import Trainer
-from physnet.training.augment import apply_symmetry, augment_batch, check_symmetries
+from physnet.training.augment import (
+    DIHEDRAL_2D,
+    apply_symmetry,
+    augment_batch,
+    check_symmetries,
+    inverse_symmetry,
+)
 
 NUMPY = {  # the same maps written with NumPy on (batch, channels, *grid)
     "flip0": lambda a: a[:, :, ::-1],
@@ -26,6 +32,28 @@ def test_symmetries_match_numpy_and_are_involutions(name):
     y = apply_symmetry(x, name)
     np.testing.assert_array_equal(y.numpy(), NUMPY[name](x.numpy()))
     assert torch.equal(apply_symmetry(y, name), x)
+
+
+@pytest.mark.parametrize(("name", "turns"), [("rot90_01", 1), ("rot270_01", 3), ("rot90_12", 1)])
+def test_quarter_turns_match_numpy_and_invert_each_other(name, turns):
+    x = torch.randn(2, 3, 4, 4, 4, dtype=torch.float64)
+    axes = tuple(2 + int(a) for a in name[-2:])
+    y = apply_symmetry(x, name)
+    np.testing.assert_array_equal(y.numpy(), np.rot90(x.numpy(), turns, axes=axes))
+    assert inverse_symmetry(name) != name
+    assert torch.equal(apply_symmetry(y, inverse_symmetry(name)), x)
+    with pytest.raises(ValueError, match="equal sizes"):
+        check_symmetries([name], (4, 5, 5) if axes == (2, 3) else (4, 4, 5))
+
+
+def test_dihedral_2d_is_the_eight_symmetries_of_the_square():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    images = {tuple(apply_symmetry(x, name).flatten().tolist()) for name in DIHEDRAL_2D}
+    square = x[0, 0].numpy()
+    expected = {
+        tuple(np.rot90(a, k).flatten().tolist()) for a in (square, square.T) for k in range(4)
+    }
+    assert images | {tuple(x.flatten().tolist())} == expected and len(images) == 7
 
 
 def test_antitranspose_is_the_transpose_across_the_other_diagonal():
