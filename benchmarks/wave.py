@@ -14,7 +14,11 @@ history gets the last of them) and predicts the following 200 frames. Rows per t
   a mesh ``f`` times coarser and gridded the same way: the classical method at lower cost
   (error vs cost curve); ``FE h x1`` is the reference simulator itself (its cost only);
 * each ``--model LABEL=CKPT[,CKPT...]``: one checkpoint per seed, reported as mean +- std
-  over the seeds of the per-seed means over the trajectories.
+  over the seeds of the per-seed means over the trajectories;
+* ``--symmetrize LABEL`` adds the row ``LABEL-d4``: the same checkpoints with every step
+  averaged over the eight symmetries of the square (speed and frames moved alike, the
+  predictions moved back; the wave equation on the square commutes with them), at 8x the
+  cost.
 
 Metrics: nRMSE ``||pred - true||_2 / ||true||_2`` per trajectory and frame, mean over the
 trajectories; ``one step`` is teacher-forced (true input frames, every 10th frame of the
@@ -267,6 +271,43 @@ def file_identity(path: Path | None) -> list | None:
     return [str(path.resolve()), status.st_size, status.st_mtime_ns]
 
 
+class GroupAveraged:
+    """A wave surrogate whose every step is the mean over the eight symmetries ``g`` of the
+    square of ``g⁻¹ step(g speed, g frames)``, the eight run as one batch."""
+
+    def __init__(self, model) -> None:
+        from physnet.training.augment import DIHEDRAL_2D
+
+        self.model, self.history = model, model.history
+        self.group = (None, *DIHEDRAL_2D)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def step(self, speed: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        from physnet.training.augment import apply_symmetry, inverse_symmetry
+
+        def move(x, name):
+            return x if name is None else apply_symmetry(x, name)
+
+        batch = speed.shape[0]
+        speeds = torch.cat([move(speed[:, None], g)[:, 0] for g in self.group])
+        given = torch.cat([move(frames, g) for g in self.group])
+        parts = self.model.step(speeds, given).split(batch)
+        back = [
+            p if g is None else move(p, inverse_symmetry(g))
+            for p, g in zip(parts, self.group, strict=True)
+        ]
+        return torch.stack(back).mean(0)
+
+    def rollout(self, speed: torch.Tensor, frames: torch.Tensor, steps: int) -> torch.Tensor:
+        frames, out = frames[:, -self.history :], []
+        for _ in range(steps):
+            out.append(self.step(speed, frames))
+            frames = torch.cat([frames[:, 1:], out[-1]], dim=1)
+        return torch.cat(out, dim=1)
+
+
 def parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -449,6 +490,14 @@ def main(argv=None) -> dict:
         default=None,
         help="LABEL=CKPT[,CKPT...]: one checkpoint (or pretrained name) per seed; repeatable",
     )
+    parser.add_argument(
+        "--symmetrize",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="also score the --model LABEL with every step averaged over the square's 8 "
+        "symmetries (row LABEL-d4); repeatable",
+    )
     parser.add_argument("--chosen", default="wave-cp", help="the label the targets judge")
     parser.add_argument("--samples", type=int, default=None, help="trajectories per set")
     parser.add_argument("--fe-samples", type=int, default=16, help="trajectories for FE rows")
@@ -470,7 +519,12 @@ def main(argv=None) -> dict:
     specs = []
     for item in args.model or DEFAULT_MODELS:
         label, _, paths = item.partition("=")
-        specs.append((label, [p for p in paths.split(",") if p]))
+        specs.append((label, [p for p in paths.split(",") if p], False))
+        if label in args.symmetrize:
+            specs.append((f"{label}-d4", specs[-1][1], True))
+    unknown = set(args.symmetrize) - {label for label, _, _ in specs}
+    if unknown:
+        parser.error(f"--symmetrize {sorted(unknown)}: not a --model label")
     report = {
         "command": "python benchmarks/wave.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -490,13 +544,15 @@ def main(argv=None) -> dict:
         fe = fe_rows(data, FE_FACTORS, args.fe_samples)
         reference = fe.pop("FE h x1")
         methods.update(fe)
-        for label, paths in specs:
+        for label, paths, averaged in specs:
             rows = []
             for checkpoint in paths:
                 model = on_domain(physnet.nn.load(checkpoint), data.config["length"])
+                model = GroupAveraged(model) if averaged else model
                 key = ResultCache.key(
                     set=name, data=file_identity(path_of(data.path)), samples=len(data.frames),
                     batch=args.batch, checkpoint=file_identity(path_of(checkpoint)) or checkpoint,
+                    **({"symmetrize": "d4"} if averaged else {}),
                 )  # fmt: skip
                 row = cache.get(key)
                 if row is None:
