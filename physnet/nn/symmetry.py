@@ -6,9 +6,10 @@ the pressure), the group average
 
 .. math:: \\bar f(x) = \\frac{1}{|G|} \\sum_{g \\in G} g^{-1} f(g\\, x)
 
-of any model ``f`` is exactly equivariant, ``f̄(g x) = g f̄(x)``, and never further from an
-equivariant target than ``f`` is, on average over the orbit (the average of ``|G|`` errors
-of equal norm is at most as large). It costs ``|G|`` forward passes, run as one batch.
+of any model ``f`` is exactly equivariant, ``f̄(g x) = g f̄(x)``. For an equivariant target
+``u`` its error at ``x`` is at most the mean of ``f``'s errors over the orbit ``{g x}``
+(the triangle inequality; the symmetries permute grid nodes, so they keep L2 norms). It
+costs ``|G|`` forward passes, run as one batch.
 
 The symmetries are named as in :mod:`physnet.training.augment`; they act on the grid axes
 only, so every channel must be a scalar field (a velocity's components would have to turn
