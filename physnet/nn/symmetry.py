@@ -13,7 +13,11 @@ costs ``|G|`` forward passes, run as one batch.
 
 The symmetries are named as in :mod:`physnet.training.augment`; they act on the grid axes
 only, so every channel must be a scalar field (a velocity's components would have to turn
-with the grid, and do not here).
+with the grid, and do not here). The physics commuting with ``G`` is not enough: ``f`` is
+evaluated on the moved inputs ``g x``, so they must look like its training data, that is,
+the law of the inputs must be invariant under ``G`` too. The isotropic Darcy coefficients
+are; HANO's multiscale coefficients, with preferred directions, are not, and averaging a
+model trained on them makes it five times worse (``solvers/mgno-darcy/card.md``).
 """
 
 from __future__ import annotations
