@@ -47,7 +47,9 @@ trains on those. Other data sets: ``--data FILE`` (its train / val / test splits
 ``--resolutions 64`` where no transfer sets exist, e.g. the configurations in
 ``solvers/mgno-darcy-rough``, ``solvers/mgno-darcy-multiscale`` and
 ``solvers/mgno-helmholtz`` passed as ``--model mgno=... --model fno=...`` (the labels
-``mgno`` and ``fno`` give the MgNO / FNO ratio line). ``--quick`` is a smoke run (a few
+``mgno`` and ``fno`` give the MgNO / FNO ratio line). ``--symmetrize`` also evaluates
+each run's best weights averaged over the eight symmetries of the square
+(:class:`physnet.nn.SymmetryAverage`) at 64². ``--quick`` is a smoke run (a few
 samples, one seed, a few CPU seconds per model) writing ``OUT-quick``. Results go to
 ``benchmarks/results/darcy.{json,md}`` with the machine described.
 """
@@ -88,6 +90,7 @@ LABELS = {
 }
 RESOLUTIONS = (64, 128, 256)
 METRICS = ("relative_l2", "relative_h1")
+SYMMETRIZED = "64-d4"  # the key of the symmetry-averaged 64² errors (--symmetrize)
 
 # --quick: samples per split (train, val, test, each transfer set) and CPU seconds per model.
 QUICK_SAMPLES = {"train": 16, "val": 8, "test": 8, "transfer": 4}
@@ -314,7 +317,9 @@ def inference_ms_per_sample(model: torch.nn.Module, inputs: torch.Tensor, repeat
     return 1000 * statistics.median(times) / len(inputs)
 
 
-def benchmark_run(label: str, config, data: Data, seed: int, epochs: int, repeats: int) -> dict:
+def benchmark_run(
+    label: str, config, data: Data, seed: int, epochs: int, repeats: int, symmetrize: bool = False
+) -> dict:
     trained = train(config, data, seed=seed, epochs=epochs)
     best, history = trained["best"], trained["history"]
     fields = {"inputs": config.data.inputs, "targets": config.data.targets}
@@ -322,6 +327,9 @@ def benchmark_run(label: str, config, data: Data, seed: int, epochs: int, repeat
         str(size): evaluate(best, dataset, metrics=METRICS, **fields)
         for size, dataset in data.test.items()
     }
+    if symmetrize:  # the same weights averaged over the square's 8 symmetries, at 64²
+        averaged = physnet.nn.SymmetryAverage(best, "d4")
+        errors[SYMMETRIZED] = evaluate(averaged, data.test[64], metrics=METRICS, **fields)
     test = data.test[64]
     inputs = torch.stack(
         [torch.from_numpy(test[i][config.data.inputs[0]]) for i in range(len(test))]
@@ -492,6 +500,27 @@ def markdown(report: dict) -> str:
             f"{entry['cpu_s']:.0f} | {entry['cpu_s_per_epoch']:.1f} | {errors} | "
             f"{entry['inference_ms_per_sample']:.2f} |"
         )
+    if all(SYMMETRIZED in summary[label]["errors"] for label in settings["models"]):
+        lines += [
+            "",
+            "The same best-validation weights averaged over the eight symmetries of the square "
+            "(`physnet.nn.SymmetryAverage`, 8 evaluations per sample), 64² test split:",
+            "",
+            "| model | 64² rel. L2, averaged | 64² rel. H1, averaged |",
+            "|---|---|---|",
+        ]
+        for label in settings["models"]:
+            averaged = summary[label]["errors"][SYMMETRIZED]
+            lines.append(
+                f"| {LABELS.get(label, label)} | {_cell(averaged['relative_l2'])} | "
+                f"{_cell(averaged['relative_h1'])} |"
+            )
+        if {"mgno", "fno"} <= set(settings["models"]):
+            ratio = (
+                summary["mgno"]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
+                / summary["fno"]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
+            )
+            lines += ["", f"MgNO / FNO relative L2 at 64², both averaged: {ratio:.3f}."]
     targets = summary.get("targets")
     if targets:
         lines += [
@@ -543,7 +572,9 @@ def benchmark(args, models: dict[str, Path], data: Data, command: str) -> dict:
             print(f"{label}: {calibration[label]:.1f} CPU s / epoch (calibration)", flush=True)
         epochs = {label: epochs_for(args.budget_s, s) for label, s in calibration.items()}
     runs = [
-        benchmark_run(label, configs[label], data, seed, epochs[label], args.repeats)
+        benchmark_run(
+            label, configs[label], data, seed, epochs[label], args.repeats, args.symmetrize
+        )
         for seed in args.seeds
         for label in models
     ]
@@ -840,6 +871,12 @@ def main(argv=None) -> dict:
         type=float,
         default=300.0,
         help="process CPU seconds per tuning setting (default 300)",
+    )
+    parser.add_argument(
+        "--symmetrize",
+        action="store_true",
+        help="also evaluate every run's best weights averaged over the square's 8 symmetries "
+        "(physnet.nn.SymmetryAverage) on the 64² test split",
     )
     parser.add_argument(
         "--quick",
