@@ -271,34 +271,30 @@ def file_identity(path: Path | None) -> list | None:
     return [str(path.resolve()), status.st_size, status.st_mtime_ns]
 
 
-class GroupAveraged:
-    """A wave surrogate whose every step is the mean over the eight symmetries ``g`` of the
-    square of ``g⁻¹ step(g speed, g frames)``, the eight run as one batch."""
+class _StepOfClip(torch.nn.Module):
+    """``(batch, 1 + history, H, W)`` (speed, then frames) -> the surrogate's next frame."""
 
     def __init__(self, model) -> None:
-        from physnet.training.augment import DIHEDRAL_2D
+        super().__init__()
+        self.model = model
 
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.model.step(clip[:, 0], clip[:, 1:])
+
+
+class GroupAveraged:
+    """A wave surrogate whose every step is the mean over the eight symmetries ``g`` of the
+    square of ``g⁻¹ step(g speed, g frames)`` (``physnet.nn.SymmetryAverage`` on the step)."""
+
+    def __init__(self, model) -> None:
         self.model, self.history = model, model.history
-        self.group = (None, *DIHEDRAL_2D)
+        self.average = physnet.nn.SymmetryAverage(_StepOfClip(model), "d4")
 
     def parameters(self):
         return self.model.parameters()
 
     def step(self, speed: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        from physnet.training.augment import apply_symmetry, inverse_symmetry
-
-        def move(x, name):
-            return x if name is None else apply_symmetry(x, name)
-
-        batch = speed.shape[0]
-        speeds = torch.cat([move(speed[:, None], g)[:, 0] for g in self.group])
-        given = torch.cat([move(frames, g) for g in self.group])
-        parts = self.model.step(speeds, given).split(batch)
-        back = [
-            p if g is None else move(p, inverse_symmetry(g))
-            for p, g in zip(parts, self.group, strict=True)
-        ]
-        return torch.stack(back).mean(0)
+        return self.average(torch.cat([speed[:, None].to(frames.dtype), frames], dim=1))
 
     def rollout(self, speed: torch.Tensor, frames: torch.Tensor, steps: int) -> torch.Tensor:
         frames, out = frames[:, -self.history :], []
