@@ -85,6 +85,11 @@ class SymmetryAverage(torch.nn.Module):
         time, for a grid a symmetry cannot act on (see
         :func:`physnet.training.augment.check_symmetries`).
 
+    Notes
+    -----
+    The wrapper holds no weights of its own: save and load the wrapped ``model`` (the
+    attribute of that name) and wrap it again after loading.
+
     Examples
     --------
     The average of a model that is not equivariant is:
