@@ -38,17 +38,16 @@ from physnet.training.augment import (
 GROUPS = {"d4": DIHEDRAL_2D, "flips": ("flip0", "flip1", "rot180_01")}
 
 
-def _as_permutation(name: str | None, ndim: int) -> tuple[int, ...]:
-    """The symmetry as a permutation of the nodes of a 3 × ... × 3 grid (``None``: identity)."""
-    grid = torch.arange(3**ndim).reshape(1, 1, *(3,) * ndim)
-    return tuple((grid if name is None else apply_symmetry(grid, name)).flatten().tolist())
-
-
 def _check_group(names: tuple[str, ...]) -> None:
-    """Raise unless ``names`` with the identity is closed under composition (a group)."""
+    """Raise unless ``names`` with the identity is closed under composition (a group), by
+    their action on the nodes of a 3 × ... × 3 grid."""
     ndim = 1 + max(max(parse_symmetry(name)[1]) for name in names)
     grid = torch.arange(3**ndim).reshape(1, 1, *(3,) * ndim)
-    members = {_as_permutation(None, ndim)} | {_as_permutation(n, ndim) for n in names}
+
+    def image(x: torch.Tensor) -> tuple[int, ...]:
+        return tuple(x.flatten().tolist())
+
+    members = {image(grid)} | {image(apply_symmetry(grid, name)) for name in names}
     if len(members) != len(names) + 1:
         raise ValueError(
             f"SymmetryAverage: symmetries {names} repeat an element or name the identity; "
@@ -56,8 +55,7 @@ def _check_group(names: tuple[str, ...]) -> None:
         )
     for first in names:
         for second in names:
-            composed = apply_symmetry(apply_symmetry(grid, first), second)
-            if tuple(composed.flatten().tolist()) not in members:
+            if image(apply_symmetry(apply_symmetry(grid, first), second)) not in members:
                 raise ValueError(
                     f"SymmetryAverage: symmetries {names} are not a group: {first!r} then "
                     f"{second!r} is none of them, so the average would not be equivariant "
