@@ -50,7 +50,11 @@ trains on those. Other data sets: ``--data FILE`` (its train / val / test splits
 ``mgno`` and ``fno`` give the MgNO / FNO ratio line). ``--symmetrize`` also evaluates
 each run's best weights averaged over the eight symmetries of the square
 (:class:`physnet.nn.SymmetryAverage`) at 64². ``--quick`` is a smoke run (a few
-samples, one seed, a few CPU seconds per model) writing ``OUT-quick``. Results go to
+samples, one seed, a few CPU seconds per model) writing ``OUT-quick``. ``--merge A.json
+B.json --out OUT`` combines reports of the same setting (data, budget, seeds) with different
+models into one, with the MgNO / FNO ratio: on a machine with two cores, run one process per
+model side by side (``--models mgno --out A``, ``--models fno --out B``); the CPU-time budget
+keeps the comparison fair. Results go to
 ``benchmarks/results/darcy.{json,md}`` with the machine described.
 """
 
@@ -58,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import statistics
@@ -459,6 +464,11 @@ def markdown(report: dict) -> str:
         + ")",
         "",
         f"Command: `{settings['command']}`  ",
+        *(
+            [f"Parts, run side by side (one process each): `{'`; `'.join(settings['parts'])}`  "]
+            if settings.get("parts")
+            else []
+        ),
         f"Data: `{settings['data']['64']}` ({settings['samples']['train']} train / "
         f"{settings['samples']['val']} val / {settings['samples']['test']} test)"
         + (
@@ -611,6 +621,62 @@ def benchmark(args, models: dict[str, Path], data: Data, command: str) -> dict:
         "load_average_at_end": os.getloadavg(),
     }
     write_results(stem, report, markdown(report))
+    return report
+
+
+def merge(paths: list[Path], out: Path, command: str) -> dict:
+    """One report from the runs of several reports of this benchmark: e.g. one process per
+    model, run side by side on a machine with a core each. The parts must share the data,
+    budget (or epochs), seeds and threads, and hold different models."""
+    parts = []
+    for path in paths:
+        try:
+            parts.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise SystemExit(f"--merge {path}: cannot read a report ({error})") from None
+        if parts[-1].get("benchmark") != "darcy":
+            raise SystemExit(f"--merge {path}: not a report of benchmarks/darcy.py")
+    first = parts[0]["settings"]
+    for path, part in zip(paths, parts, strict=True):
+        for key in ("data", "samples", "budget_s", "epochs", "seeds", "threads", "clock"):
+            if part["settings"][key] != first[key]:
+                raise SystemExit(
+                    f"--merge {path}: settings.{key} = {part['settings'][key]!r} differs from "
+                    f"{paths[0]}'s {first[key]!r}; only runs of one benchmark setting merge"
+                )
+    labels = [label for part in parts for label in part["settings"]["models"]]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"--merge: a model appears in several parts ({labels})")
+    runs = [run for part in parts for run in part["runs"]]
+    curves = out.with_name(out.name + "-curves.png")
+    plot_curves(runs, labels, curves)
+    settings = {
+        **first,
+        "command": command,
+        "parts": [part["settings"]["command"] for part in parts],
+        "models": labels,
+        "calibration_cpu_s_per_epoch": {
+            label: seconds
+            for part in parts
+            for label, seconds in part["settings"]["calibration_cpu_s_per_epoch"].items()
+        },
+        "configs": {
+            label: config for part in parts for label, config in part["settings"]["configs"].items()
+        },
+        "curves": _relative(curves),
+    }
+    report = {
+        "benchmark": "darcy",
+        "settings": settings,
+        "machine": parts[0]["machine"],
+        "runs": runs,
+        "summary": summarise(runs, labels),
+        "wall_s": max(part["wall_s"] for part in parts),  # the parts ran side by side
+        "load_average_at_end": max(
+            (part["load_average_at_end"] for part in parts), key=lambda load: load[0]
+        ),
+    }
+    write_results(out, report, markdown(report))
     return report
 
 
@@ -891,7 +957,19 @@ def main(argv=None) -> dict:
         help="only time one training step and one inference per model (no training); "
         "writes OUT.timing.json and .md",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="PART.json",
+        help="instead of training, combine the runs of several reports of this benchmark "
+        "(same data, budget, seeds; different models, e.g. one process per model on a core "
+        "each) into one report at OUT",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        command = "python benchmarks/darcy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        return merge([Path(p) for p in args.merge], Path(args.out), command.strip())
     models = parse_models(parser, args)
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs {args.epochs}: expected a positive integer")

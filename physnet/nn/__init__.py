@@ -28,6 +28,7 @@ from physnet.nn.radar import Deep2S
 from physnet.nn.symmetry import SymmetryAverage
 from physnet.nn.unet3d import ResNet3D, UNet3D
 from physnet.nn.wave import WaveCNN, WaveCNN3d
+from physnet.nn.wave_latent import WaveLatentLeapfrog
 from physnet.nn.wave_leapfrog import WaveLeapfrog
 from physnet.nn.wave_stencil import WaveStencil
 
@@ -50,6 +51,7 @@ __all__ = [
     "UNet3D",
     "WaveCNN",
     "WaveCNN3d",
+    "WaveLatentLeapfrog",
     "WaveLeapfrog",
     "WaveStencil",
     "available_models",

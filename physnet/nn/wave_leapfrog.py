@@ -182,10 +182,11 @@ class WaveLeapfrog(_WaveSurrogate, _MediumEncoder, name="wave-leapfrog"):
 
     @staticmethod
     def apply_operator(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``M u = Σ_k D_kᵀ (W_k D_k u)`` for fields ``u`` ``(batch, H', W')``."""
+        """``M u = Σ_k D_kᵀ (W_k D_k u)`` for fields ``u`` ``(..., H', W')`` and edge weights
+        ``(..., 6, H', W')`` (e.g. ``(batch, 6, H', W')`` for ``(batch, H', W')``)."""
         result = torch.zeros_like(u)
         for k, (dy, dx) in enumerate(EDGES):
-            flux = weights[:, k] * (_move(u, -dy, -dx) - u)  # W_k (u(x + d) - u(x))
+            flux = weights[..., k, :, :] * (_move(u, -dy, -dx) - u)  # W_k (u(x + d) - u(x))
             result = result - flux + _move(flux, dy, dx)
         return result
 
