@@ -78,7 +78,7 @@ import physnet.nn
 import physnet.training
 from physnet.datasets import open as open_dataset
 from physnet.datasets.generate import generate
-from physnet.training import Trainer, evaluate, load_config
+from physnet.training import Trainer, TrainingDiverged, evaluate, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -282,12 +282,22 @@ def train(
                 )["relative_l2"]
         curve.append(point)
 
+    diverged = None
     with tempfile.TemporaryDirectory() as out_dir:
         trainer = CurveTrainer(model, out_dir=out_dir, **fields, **options)
         trainer.on_epoch_end = on_epoch_end
-        history = trainer.fit(training_set, data.val)
+        try:
+            history = trainer.fit(training_set, data.val)
+        except TrainingDiverged as error:
+            # a result of the recipe, not of the benchmark: keep the run, scored with the
+            # best weights of the epochs before the loss became non-finite
+            if not error.history.records:
+                raise
+            history, diverged = error.history, error.epoch
+            print(f"  diverged in epoch {diverged}: {error}", flush=True)
         best = physnet.nn.load(Path(out_dir) / "best.safetensors")
     return {
+        "diverged_epoch": diverged,
         "best": best,
         "history": history,
         "curve": curve,
@@ -345,6 +355,7 @@ def benchmark_run(
         "parameters": trained["parameters"],
         "epochs": epochs,
         "best_epoch": history.best_epoch,
+        "diverged_epoch": trained["diverged_epoch"],
         "options": trained["options"],
         "errors": {
             size: {metric: values[metric] for metric in METRICS} for size, values in errors.items()
@@ -494,9 +505,9 @@ def markdown(report: dict) -> str:
     header = " | ".join(f"{size}² rel. L2 | {size}² rel. H1" for size in sizes)
     lines += [
         "",
-        f"| model | parameters | epochs | CPU s used | CPU s / epoch | {header} | "
+        f"| model | seeds | parameters | epochs | CPU s used | CPU s / epoch | {header} | "
         "inference ms / sample |",
-        "|---|---|---|---|---|" + "---|" * (2 * len(sizes)) + "---|",
+        "|---|---|---|---|---|---|" + "---|" * (2 * len(sizes)) + "---|",
     ]
     for label in settings["models"]:
         entry = summary[label]
@@ -506,7 +517,8 @@ def markdown(report: dict) -> str:
             for size in sizes
         )
         lines.append(
-            f"| {LABELS.get(label, label)} | {entry['parameters']:,} | {entry['epochs']} | "
+            f"| {LABELS.get(label, label)} | {len(entry['seeds'])} | {entry['parameters']:,} | "
+            f"{entry['epochs']} | "
             f"{entry['cpu_s']:.0f} | {entry['cpu_s_per_epoch']:.1f} | {errors} | "
             f"{entry['inference_ms_per_sample']:.2f} |"
         )
@@ -531,6 +543,18 @@ def markdown(report: dict) -> str:
                 / summary["fno"]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
             )
             lines += ["", f"MgNO / FNO relative L2 at 64², both averaged: {ratio:.3f}."]
+    diverged = [run for run in report["runs"] if run.get("diverged_epoch")]
+    if diverged:
+        lines += [
+            "",
+            "Diverged (training loss non-finite; scored with the best weights before it): "
+            + ", ".join(
+                f"{LABELS.get(r['model'], r['model'])} seed {r['seed']} in epoch "
+                f"{r['diverged_epoch']} of {r['epochs']}"
+                for r in diverged
+            )
+            + ".",
+        ]
     targets = summary.get("targets")
     if targets:
         lines += [
@@ -627,7 +651,8 @@ def benchmark(args, models: dict[str, Path], data: Data, command: str) -> dict:
 def merge(paths: list[Path], out: Path, command: str) -> dict:
     """One report from the runs of several reports of this benchmark: e.g. one process per
     model, run side by side on a machine with a core each. The parts must share the data,
-    budget (or epochs), seeds and threads, and hold different models."""
+    budget (or epochs) and threads, and hold different models; each model keeps its own
+    seeds (the table gives them)."""
     parts = []
     for path in paths:
         try:
@@ -638,7 +663,7 @@ def merge(paths: list[Path], out: Path, command: str) -> dict:
             raise SystemExit(f"--merge {path}: not a report of benchmarks/darcy.py")
     first = parts[0]["settings"]
     for path, part in zip(paths, parts, strict=True):
-        for key in ("data", "samples", "budget_s", "epochs", "seeds", "threads", "clock"):
+        for key in ("data", "samples", "budget_s", "epochs", "threads", "clock"):
             if part["settings"][key] != first[key]:
                 raise SystemExit(
                     f"--merge {path}: settings.{key} = {part['settings'][key]!r} differs from "
@@ -654,6 +679,7 @@ def merge(paths: list[Path], out: Path, command: str) -> dict:
         **first,
         "command": command,
         "parts": [part["settings"]["command"] for part in parts],
+        "seeds": sorted({seed for part in parts for seed in part["settings"]["seeds"]}),
         "models": labels,
         "calibration_cpu_s_per_epoch": {
             label: seconds
