@@ -66,6 +66,11 @@ class WaveLatentLeapfrog(WaveLeapfrog, name="wave-latent-leapfrog"):
         Hidden fields ``k`` carried beside the wave field (at least 1).
     history : int, default 4
         Given frames that set the hidden fields (at least 2; the last two also start ``u``).
+    coupling : float, default 0.0025
+        The springs and the on-site stiffness at initialisation, in units of the local
+        ``c² / h²`` (the five-point operator's face weight): small, so the untrained model is
+        almost the untrained :class:`~physnet.nn.WaveLeapfrog`; larger lets the hidden fields
+        act within the first step.
     frame_interval, length, pad, damping, hidden_channels, n_layers, activation, input_noise, safety
         As for :class:`~physnet.nn.WaveLeapfrog`.
 
@@ -89,6 +94,7 @@ class WaveLatentLeapfrog(WaveLeapfrog, name="wave-latent-leapfrog"):
         self,
         latent_channels: int = 2,
         history: int = 4,
+        coupling: float = 0.0025,
         frame_interval: float = 0.02,
         length: float = 1.0,
         pad: int = 16,
@@ -118,6 +124,10 @@ class WaveLatentLeapfrog(WaveLeapfrog, name="wave-latent-leapfrog"):
                 raise ValueError(
                     f"WaveLatentLeapfrog: {key}={value!r}, expected an integer >= {minimum}"
                 )
+        if not (
+            isinstance(coupling, (int, float)) and not isinstance(coupling, bool) and coupling > 0
+        ):
+            raise ValueError(f"WaveLatentLeapfrog: coupling={coupling!r}, expected a number > 0")
         self.latent_channels, self.history = latent_channels, history
         channels = 1 + latent_channels
         # Outputs: per channel the six edge weights; per channel the damping; per hidden
@@ -126,7 +136,8 @@ class WaveLatentLeapfrog(WaveLeapfrog, name="wave-latent-leapfrog"):
         torch.nn.init.zeros_(self.projection.weight)
         torch.nn.init.zeros_(self.projection.bias)
         edges = [_INVERSE_SOFTPLUS_OF_ONE] * 2 + [_OFF] * (len(EDGES) - 2)
-        offsets = edges * channels + [_OFF - 2.0] * channels + [_OFF] * (2 * latent_channels)
+        local = math.log(math.expm1(float(coupling)))  # softplus(local) = coupling
+        offsets = edges * channels + [_OFF - 2.0] * channels + [local] * (2 * latent_channels)
         self.register_buffer("offsets", torch.tensor(offsets), persistent=False)
         self.initial = torch.nn.Sequential(
             torch.nn.Conv2d(hidden_channels + history, hidden_channels, 3, padding=1),

@@ -140,6 +140,8 @@ def test_errors():
         WaveLatentLeapfrog(history=1)
     with pytest.raises(ValueError, match="pad=-1"):
         WaveLatentLeapfrog(pad=-1)
+    with pytest.raises(ValueError, match="coupling=0"):
+        WaveLatentLeapfrog(coupling=0)
     model = WaveLatentLeapfrog(latent_channels=1, history=3, hidden_channels=4, n_layers=1)
     with pytest.raises(ValueError, match="history=3"):
         model.rollout(torch.ones(1, 8, 8), torch.zeros(1, 2, 8, 8), 1)
