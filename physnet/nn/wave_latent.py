@@ -44,8 +44,9 @@ from physnet.nn.wave_leapfrog import (
     EDGES,
     WaveLeapfrog,
     _depth,
-    _edge_ends,
-    _move,
+    _diagonal,
+    _edge_weights,
+    _leapfrog,
 )
 
 __all__ = ["WaveLatentLeapfrog"]
@@ -169,23 +170,14 @@ class WaveLatentLeapfrog(WaveLeapfrog, name="wave-latent-leapfrog"):
         if pad:
             raw = F.pad(raw, (pad,) * 4, mode="replicate")
         speed = self._padded_speed(speed)
-        solid, squared = speed == 0, speed.square()
-        edge_raw = raw[:, : 6 * channels].unflatten(1, (channels, len(EDGES)))
-        weights = []
-        for e, (dy, dx) in enumerate(EDGES):
-            start, end = _edge_ends(squared, dy, dx)
-            solid_start, solid_end = _edge_ends(solid, dy, dx)
-            face = torch.where(solid_start | solid_end, 0, (start + end) / 2)  # rigid walls
-            weight = F.softplus(_edge_ends(edge_raw[:, :, e], dy, dx)[0]) * face[:, None]
-            weights.append(F.pad(weight / spacing**2, (max(-dx, 0), max(dx, 0), 0, dy)))
+        edges = raw[:, : 6 * channels].unflatten(1, (channels, len(EDGES)))
         depth = _depth(speed.shape[-2:], pad, speed)
-        band = F.softplus(self.band) * depth**2 * self.frame_interval / 2
         damping = F.softplus(raw[:, 6 * channels : 7 * channels]) * (depth == 0).to(speed.dtype)
-        local = F.softplus(raw[:, 7 * channels :]) * (squared / spacing**2)[:, None]
-        local = torch.where(solid[:, None], 0, local)
+        local = F.softplus(raw[:, 7 * channels :]) * (speed.square() / spacing**2)[:, None]
+        local = torch.where((speed == 0)[:, None], 0, local)
         return {
-            "edges": torch.stack(weights, 2),
-            "damping": damping + band,
+            "edges": _edge_weights(edges, speed, spacing),
+            "damping": damping + self._band(depth),
             "springs": local[:, :k],
             "stiffness": local[:, k:],
         }
@@ -198,43 +190,22 @@ class WaveLatentLeapfrog(WaveLeapfrog, name="wave-latent-leapfrog"):
         return self.apply_operator(terms["edges"], q) + coupling
 
     def _substeps(self, terms: dict) -> int:
-        edges = terms["edges"]
-        diagonal = edges.sum(2)
-        for e, (dy, dx) in enumerate(EDGES):  # the edge's other end
-            diagonal = diagonal + _move(edges[:, :, e], dy, dx)
         springs = terms["springs"]  # the coupling's Gershgorin row sums, u's and the z_j's
         local = torch.cat([2 * springs.sum(1, keepdim=True), 2 * springs + terms["stiffness"]], 1)
-        bound = float((2 * diagonal + local).detach().max())  # spectrum of K in [0, bound]
-        return max(1, math.ceil(self.frame_interval * math.sqrt(bound) / 2 / self.safety))
+        rows = 2 * _diagonal(terms["edges"]) + local
+        return self._substeps_for(float(rows.detach().max()))  # spectrum of K in [0, bound]
 
     def _propagator(self, terms: dict):
         """``q ↦ T_m(I - (τ/m)² K / 2) q`` (so ``A q`` is twice it) and ``m``."""
         substeps = self._substeps(terms)
-        dt2 = (self.frame_interval / substeps) ** 2
-
-        def half(q):
-            return q - 0.5 * dt2 * self.apply_joint(terms, q)
-
-        def chebyshev(q):
-            t0, t1 = q, half(q)
-            for _ in range(substeps - 1):
-                t0, t1 = t1, 2 * half(t1) - t0
-            return t1
-
-        return chebyshev, substeps
+        return self._chebyshev(lambda q: self.apply_joint(terms, q), substeps), substeps
 
     def _stepper(self, speed: torch.Tensor, features: torch.Tensor | None = None):
         """The frame map ``(q_{n-1}, q_n) ↦ q_{n+1}`` of joint states on the padded grid."""
         features = self._encode(speed) if features is None else features
         terms = self.joint_operator(features, speed)
         chebyshev, _ = self._propagator(terms)
-        damping, solid = terms["damping"], (self._padded_speed(speed) == 0)[:, None]
-
-        def step(previous, current):
-            following = (2 * chebyshev(current) - (1 - damping) * previous) / (1 + damping)
-            return torch.where(solid, 0, following)
-
-        return step
+        return _leapfrog(chebyshev, terms["damping"], (self._padded_speed(speed) == 0)[:, None])
 
     def initial_state(
         self, speed: torch.Tensor, frames: torch.Tensor, features: torch.Tensor | None = None
@@ -257,24 +228,12 @@ class WaveLatentLeapfrog(WaveLeapfrog, name="wave-latent-leapfrog"):
 
     # --- the surrogate interface ----------------------------------------------------------
 
-    def rollout(self, speed: torch.Tensor, frames: torch.Tensor, steps: int) -> torch.Tensor:
-        """``steps`` frames ``(batch, steps, H, W)`` following ``frames``."""
-        self._check(speed, frames, "rollout")
-        if not is_int(steps) or steps < 0:
-            raise ValueError(
-                f"WaveLatentLeapfrog.rollout: steps={steps!r}, expected an integer >= 0"
-            )
-        if steps == 0:
-            return frames.new_zeros(frames.shape[0], 0, *frames.shape[2:])
-        features = self._encode(speed)
-        step = self._stepper(speed, features)
-        previous, current = self.initial_state(speed, frames, features)
-        pad, predicted = self.pad, []
-        for _ in range(steps):
-            previous, current = current, step(previous, current)
-            height, width = current.shape[-2:]
-            predicted.append(current[:, 0, pad : height - pad, pad : width - pad])
-        return torch.stack(predicted, 1)
+    def _start(self, speed: torch.Tensor, frames: torch.Tensor):
+        features = self._encode(speed)  # once, for the operator and the hidden start
+        return self._stepper(speed, features), *self.initial_state(speed, frames, features)
+
+    def _observe(self, state: torch.Tensor) -> torch.Tensor:
+        return super()._observe(state[:, 0])
 
     def energy(
         self, speed: torch.Tensor, previous: torch.Tensor, current: torch.Tensor

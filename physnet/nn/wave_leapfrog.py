@@ -155,18 +155,14 @@ class WaveLeapfrog(_WaveSurrogate, _MediumEncoder, name="wave-leapfrog"):
         if pad:
             raw = F.pad(raw, (pad,) * 4, mode="replicate")
         speed = self._padded_speed(speed)
-        solid, squared = speed == 0, speed.square()
-        weights = []
-        for k, (dy, dx) in enumerate(EDGES):
-            start, end = _edge_ends(squared, dy, dx)
-            solid_start, solid_end = _edge_ends(solid, dy, dx)
-            face = torch.where(solid_start | solid_end, 0, (start + end) / 2)  # rigid walls
-            weight = F.softplus(_edge_ends(raw[:, k], dy, dx)[0]) * face / spacing**2
-            weights.append(F.pad(weight, (max(-dx, 0), max(dx, 0), 0, dy)))
+        weights = _edge_weights(raw[:, : len(EDGES)], speed, spacing)
         depth = _depth(speed.shape[-2:], pad, speed)
         damping = F.softplus(raw[:, -1]) * (depth == 0).to(speed.dtype)
-        band = F.softplus(self.band) * depth**2 * self.frame_interval / 2
-        return torch.stack(weights, 1), damping + band
+        return weights, damping + self._band(depth)
+
+    def _band(self, depth: torch.Tensor) -> torch.Tensor:
+        """The damping of the band outside the domain, rising quadratically with ``depth``."""
+        return F.softplus(self.band) * depth**2 * self.frame_interval / 2
 
     def _padded_speed(self, speed: torch.Tensor) -> torch.Tensor:
         if not self.pad:
@@ -174,10 +170,12 @@ class WaveLeapfrog(_WaveSurrogate, _MediumEncoder, name="wave-leapfrog"):
         return F.pad(speed[:, None], (self.pad,) * 4, mode="replicate")[:, 0]
 
     def _substeps(self, weights: torch.Tensor) -> int:
-        diagonal = weights.sum(1)
-        for k, (dy, dx) in enumerate(EDGES):  # the edge's other end
-            diagonal = diagonal + _move(weights[:, k], dy, dx)
-        bound = 2 * float(diagonal.detach().max())  # Gershgorin: spectrum of M in [0, bound]
+        # Gershgorin: the spectrum of M lies in [0, 2 max diagonal]
+        return self._substeps_for(2 * float(_diagonal(weights).detach().max()))
+
+    def _substeps_for(self, bound: float) -> int:
+        """The fewest leapfrog sub-steps per frame that are stable for an operator whose
+        spectrum lies in ``[0, bound]``."""
         return max(1, math.ceil(self.frame_interval * math.sqrt(bound) / 2 / self.safety))
 
     @staticmethod
@@ -195,10 +193,16 @@ class WaveLeapfrog(_WaveSurrogate, _MediumEncoder, name="wave-leapfrog"):
         of the padded grid and ``m``."""
         weights, damping = self.operator(speed)
         substeps = self._substeps(weights)
+        chebyshev = self._chebyshev(lambda u: self.apply_operator(weights, u), substeps)
+        return chebyshev, damping, self._padded_speed(speed) == 0, substeps
+
+    def _chebyshev(self, operator, substeps: int):
+        """``u ↦ T_m(I - (τ/m)² K / 2) u`` for ``m = substeps`` and ``K`` the map
+        ``operator``: ``m`` leapfrog sub-steps of length ``τ / m`` in one polynomial."""
         dt2 = (self.frame_interval / substeps) ** 2
 
         def half(u):
-            return u - 0.5 * dt2 * self.apply_operator(weights, u)
+            return u - 0.5 * dt2 * operator(u)
 
         def chebyshev(u):
             t0, t1 = u, half(u)
@@ -206,16 +210,22 @@ class WaveLeapfrog(_WaveSurrogate, _MediumEncoder, name="wave-leapfrog"):
                 t0, t1 = t1, 2 * half(t1) - t0
             return t1
 
-        return chebyshev, damping, self._padded_speed(speed) == 0, substeps
+        return chebyshev
 
     def _stepper(self, speed: torch.Tensor):
         chebyshev, damping, solid, _ = self._propagator(speed)
+        return _leapfrog(chebyshev, damping, solid)
 
-        def step(previous, current):
-            following = (2 * chebyshev(current) - (1 - damping) * previous) / (1 + damping)
-            return torch.where(solid, 0, following)
+    def _start(self, speed: torch.Tensor, frames: torch.Tensor):
+        """The frame map and the states at the last two given frames, on the padded grid."""
+        pad = self.pad
+        widen = (lambda u: F.pad(u, (pad,) * 4)) if pad else (lambda u: u)
+        return self._stepper(speed), widen(frames[:, -2]), widen(frames[:, -1])
 
-        return step
+    def _observe(self, state: torch.Tensor) -> torch.Tensor:
+        """The wave field on the grid ``(batch, H, W)`` of a padded state."""
+        height, width = state.shape[-2:]
+        return state[..., self.pad : height - self.pad, self.pad : width - self.pad]
 
     # --- the surrogate interface ----------------------------------------------------------
 
@@ -227,17 +237,16 @@ class WaveLeapfrog(_WaveSurrogate, _MediumEncoder, name="wave-leapfrog"):
         """``steps`` frames ``(batch, steps, H, W)`` following ``frames``."""
         self._check(speed, frames, "rollout")
         if not is_int(steps) or steps < 0:
-            raise ValueError(f"WaveLeapfrog.rollout: steps={steps!r}, expected an integer >= 0")
+            raise ValueError(
+                f"{type(self).__name__}.rollout: steps={steps!r}, expected an integer >= 0"
+            )
         if steps == 0:
             return frames.new_zeros(frames.shape[0], 0, *frames.shape[2:])
-        step = self._stepper(speed)
-        pad = self.pad
-        widen = (lambda u: F.pad(u, (pad,) * 4)) if pad else (lambda u: u)
-        previous, current = widen(frames[:, -2]), widen(frames[:, -1])
+        step, previous, current = self._start(speed, frames)
         predicted = []
         for _ in range(steps):
             previous, current = current, step(previous, current)
-            predicted.append(current[:, pad : current.shape[1] - pad, pad : current.shape[2] - pad])
+            predicted.append(self._observe(current))
         return torch.stack(predicted, 1)
 
     def energy(self, speed: torch.Tensor, previous: torch.Tensor, current: torch.Tensor):
@@ -247,6 +256,42 @@ class WaveLeapfrog(_WaveSurrogate, _MediumEncoder, name="wave-leapfrog"):
         t1 = chebyshev(previous)
         cross = (current * 2 * t1).sum((-2, -1))  # u_{n+1}ᵀ A u_n, A u_n = 2 T_m(B) u_n
         return current.square().sum((-2, -1)) + previous.square().sum((-2, -1)) - cross
+
+
+def _edge_weights(raw: torch.Tensor, speed: torch.Tensor, spacing: float) -> torch.Tensor:
+    """Edge weights ``(batch, ..., 6, H', W')`` from raw outputs of that shape and the padded
+    speed map ``(batch, H', W')``: ``softplus(raw)`` times the mean ``c²`` of the edge's ends
+    over ``h²``, zero across hole walls (rigid), zero past the grid's last row / column."""
+    solid, squared = speed == 0, speed.square()
+    middle = (1,) * (raw.ndim - 4)  # the dimensions between batch and the edge axis
+    weights = []
+    for k, (dy, dx) in enumerate(EDGES):
+        start, end = _edge_ends(squared, dy, dx)
+        solid_start, solid_end = _edge_ends(solid, dy, dx)
+        face = torch.where(solid_start | solid_end, 0, (start + end) / 2)  # rigid walls
+        face = face.reshape(face.shape[0], *middle, *face.shape[1:])
+        weight = F.softplus(_edge_ends(raw[..., k, :, :], dy, dx)[0]) * face / spacing**2
+        weights.append(F.pad(weight, (max(-dx, 0), max(dx, 0), 0, dy)))
+    return torch.stack(weights, -3)
+
+
+def _diagonal(weights: torch.Tensor) -> torch.Tensor:
+    """The diagonal ``(..., H', W')`` of ``Σ_k D_kᵀ W_k D_k`` for edge weights
+    ``(..., 6, H', W')``; each row's absolute sum is twice it."""
+    diagonal = weights.sum(-3)
+    for k, (dy, dx) in enumerate(EDGES):  # the edge's other end
+        diagonal = diagonal + _move(weights[..., k, :, :], dy, dx)
+    return diagonal
+
+
+def _leapfrog(chebyshev, damping: torch.Tensor, solid: torch.Tensor):
+    """The damped frame map ``(u_{n-1}, u_n) ↦ u_{n+1}``, zero on ``solid`` cells."""
+
+    def step(previous, current):
+        following = (2 * chebyshev(current) - (1 - damping) * previous) / (1 + damping)
+        return torch.where(solid, 0, following)
+
+    return step
 
 
 def _edge_ends(x: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor]:
