@@ -47,15 +47,19 @@ trains on those. Other data sets: ``--data FILE`` (its train / val / test splits
 ``--resolutions 64`` where no transfer sets exist, e.g. the configurations in
 ``solvers/mgno-darcy-rough``, ``solvers/mgno-darcy-multiscale`` and
 ``solvers/mgno-helmholtz`` passed as ``--model mgno=... --model fno=...`` (the labels
-``mgno`` and ``fno`` give the MgNO / FNO ratio line). ``--symmetrize`` also evaluates
+``mgno`` and ``fno`` give the MgNO / FNO ratio line, as do ``mgno<suffix>`` and
+``fno<suffix>``, e.g. ``mgno-d4`` and ``fno-d4``). ``--symmetrize`` also evaluates
 each run's best weights averaged over the eight symmetries of the square
 (:class:`physnet.nn.SymmetryAverage`) at 64². ``--quick`` is a smoke run (a few
 samples, one seed, a few CPU seconds per model) writing ``OUT-quick``. ``--merge A.json
-B.json --out OUT`` combines reports of the same setting (data, budget, seeds) with different
-models into one, with the MgNO / FNO ratio: on a machine with two cores, run one process per
-model side by side (``--models mgno --out A``, ``--models fno --out B``); the CPU-time budget
-keeps the comparison fair. Results go to
-``benchmarks/results/darcy.{json,md}`` with the machine described.
+B.json --out OUT`` combines reports of the same data into one, with the MgNO / FNO ratio: on
+a machine with two cores, run one process per model or per seed side by side (``--models
+mgno --out A``, ``--models fno --out B``); the CPU-time budget keeps the comparison fair. A
+model's runs must share its configuration and its epochs: seed 0 sized by ``--budget-s``,
+then seeds 1 and 2 with ``--epochs`` of the count it printed. Results go to
+``benchmarks/results/darcy.{json,md}`` with the machine described. ``--keep-weights DIR``
+saves every run's best-validation weights as ``DIR/LABEL-seedK.safetensors``; they are bit
+for bit those of ``physnet train CONFIG --set training.seed=K --set training.epochs=N``.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ import physnet.training
 from physnet.datasets import open as open_dataset
 from physnet.datasets.generate import generate
 from physnet.training import Trainer, TrainingDiverged, evaluate, load_config
+from physnet.training.augment import DIHEDRAL_2D
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -333,10 +338,20 @@ def inference_ms_per_sample(model: torch.nn.Module, inputs: torch.Tensor, repeat
 
 
 def benchmark_run(
-    label: str, config, data: Data, seed: int, epochs: int, repeats: int, symmetrize: bool = False
+    label: str,
+    config,
+    data: Data,
+    seed: int,
+    epochs: int,
+    repeats: int,
+    symmetrize: bool = False,
+    keep_weights: Path | None = None,
 ) -> dict:
     trained = train(config, data, seed=seed, epochs=epochs)
     best, history = trained["best"], trained["history"]
+    if keep_weights is not None:
+        keep_weights.mkdir(parents=True, exist_ok=True)
+        physnet.nn.save(best, keep_weights / f"{label}-seed{seed}.safetensors")
     fields = {"inputs": config.data.inputs, "targets": config.data.targets}
     errors = {
         str(size): evaluate(best, dataset, metrics=METRICS, **fields)
@@ -404,17 +419,34 @@ def summarise(runs: list[dict], labels: list[str]) -> dict:
                     "values": values,
                 }
         summary[label] = entry
-    if {"mgno", "fno"} <= set(summary):
-        mgno, fno = summary["mgno"], summary["fno"]
+    targets = []
+    for mgno_label, fno_label in ratio_pairs(list(summary)):
+        mgno, fno = summary[mgno_label], summary[fno_label]
         ratio = (
             mgno["errors"]["64"]["relative_l2"]["mean"] / fno["errors"]["64"]["relative_l2"]["mean"]
         )
-        summary["targets"] = {
-            "mgno_over_fno_relative_l2": ratio,
-            "l2_at_most_half_of_fno": ratio <= 0.5,
-            "parameters_at_most_fno": mgno["parameters"] <= fno["parameters"],
-        }
+        targets.append(
+            {
+                "mgno": mgno_label,
+                "fno": fno_label,
+                "mgno_over_fno_relative_l2": ratio,
+                "l2_at_most_half_of_fno": ratio <= 0.5,
+                "parameters_at_most_fno": mgno["parameters"] <= fno["parameters"],
+            }
+        )
+    if targets:
+        summary["targets"] = targets
     return summary
+
+
+def ratio_pairs(labels: list[str]) -> list[tuple[str, str]]:
+    """The (MgNO, FNO) label pairs of the ratio lines: ``mgno`` with ``fno``, and
+    ``mgno<suffix>`` with ``fno<suffix>`` (e.g. ``mgno-d4`` with ``fno-d4``)."""
+    return [
+        (label, "fno" + label[len("mgno") :])
+        for label in labels
+        if label.startswith("mgno") and "fno" + label[len("mgno") :] in labels
+    ]
 
 
 def plot_curves(runs: list[dict], labels: list[str], path: Path) -> None:
@@ -493,14 +525,15 @@ def markdown(report: dict) -> str:
         "Errors: mean ± std over the seeds, test sets, weights of the best validation epoch "
         "(×10⁻²). CPU s / epoch include validation (medians); inference is wall time at 64².",
         "",
-        "| model | config | training data | loss | lr | schedule | batch |",
-        "|---|---|---|---|---|---|---|",
+        "| model | config | training data | loss | lr | schedule | batch | augmentation |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label in settings["models"]:
         model = settings["configs"][label]
         lines.append(
             f"| {LABELS.get(label, label)} | `{model['path']}` | {model['training_data']} | "
-            f"{model['loss']} | {model['lr']:g} | {model['schedule']} | {model['batch_size']} |"
+            f"{model['loss']} | {model['lr']:g} | {model['schedule']} | {model['batch_size']} | "
+            f"{_augmentation(model.get('augment', []))} |"
         )
     header = " | ".join(f"{size}² rel. L2 | {size}² rel. H1" for size in sizes)
     lines += [
@@ -537,12 +570,15 @@ def markdown(report: dict) -> str:
                 f"| {LABELS.get(label, label)} | {_cell(averaged['relative_l2'])} | "
                 f"{_cell(averaged['relative_h1'])} |"
             )
-        if {"mgno", "fno"} <= set(settings["models"]):
+        for mgno_label, fno_label in ratio_pairs(settings["models"]):
             ratio = (
-                summary["mgno"]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
-                / summary["fno"]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
+                summary[mgno_label]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
+                / summary[fno_label]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
             )
-            lines += ["", f"MgNO / FNO relative L2 at 64², both averaged: {ratio:.3f}."]
+            lines += [
+                "",
+                f"{_pair(mgno_label, fno_label)} relative L2 at 64², both averaged: {ratio:.3f}.",
+            ]
     diverged = [run for run in report["runs"] if run.get("diverged_epoch")]
     if diverged:
         lines += [
@@ -555,11 +591,11 @@ def markdown(report: dict) -> str:
             )
             + ".",
         ]
-    targets = summary.get("targets")
-    if targets:
+    for targets in summary.get("targets", []):
         lines += [
             "",
-            f"MgNO / FNO relative L2 at 64²: {targets['mgno_over_fno_relative_l2']:.3f} (target "
+            f"{_pair(targets['mgno'], targets['fno'])} relative L2 at 64²: "
+            f"{targets['mgno_over_fno_relative_l2']:.3f} (target "
             f"≤ 0.5: {'met' if targets['l2_at_most_half_of_fno'] else 'not met'}); MgNO "
             f"parameters ≤ FNO's: {'yes' if targets['parameters_at_most_fno'] else 'no'}.",
         ]
@@ -582,6 +618,22 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _pair(mgno_label: str, fno_label: str) -> str:
+    """``MgNO / FNO``, with the labels where they are not the plain ones."""
+    if (mgno_label, fno_label) == ("mgno", "fno"):
+        return "MgNO / FNO"
+    return f"MgNO / FNO ({mgno_label} / {fno_label})"
+
+
+def _augmentation(names: list[str]) -> str:
+    """The augmentation column: none, the square's symmetries, or the listed ones."""
+    if not names:
+        return "none"
+    if sorted(names) == sorted(DIHEDRAL_2D):
+        return "random symmetry of the square (8)"
+    return ", ".join(names)
+
+
 def model_settings(config, path: Path, data: Data) -> dict:
     return {
         "path": _relative(path),
@@ -590,6 +642,7 @@ def model_settings(config, path: Path, data: Data) -> dict:
         "lr": config.optim.lr,
         "schedule": config.optim.schedule,
         "batch_size": config.training.batch_size,
+        "augment": list(config.training.augment),
         "model": {"name": config.model.name, **config.model.kwargs},
     }
 
@@ -607,7 +660,14 @@ def benchmark(args, models: dict[str, Path], data: Data, command: str) -> dict:
         epochs = {label: epochs_for(args.budget_s, s) for label, s in calibration.items()}
     runs = [
         benchmark_run(
-            label, configs[label], data, seed, epochs[label], args.repeats, args.symmetrize
+            label,
+            configs[label],
+            data,
+            seed,
+            epochs[label],
+            args.repeats,
+            args.symmetrize,
+            None if args.keep_weights is None else Path(args.keep_weights),
         )
         for seed in args.seeds
         for label in models
@@ -650,9 +710,14 @@ def benchmark(args, models: dict[str, Path], data: Data, command: str) -> dict:
 
 def merge(paths: list[Path], out: Path, command: str) -> dict:
     """One report from the runs of several reports of this benchmark: e.g. one process per
-    model, run side by side on a machine with a core each. The parts must share the data,
-    budget (or epochs) and threads, and hold different models; each model keeps its own
-    seeds (the table gives them)."""
+    model, or per seed, run side by side on a machine with a core each.
+
+    The parts must share the data, samples, threads and clock. A model may appear in
+    several parts with different seeds and the same configuration. Parts may mix a CPU
+    budget with ``--epochs N`` reruns of the epochs that budget gave (seed 0 sized by the
+    budget, seeds 1 and 2 at its epoch count): every model's runs must have trained the
+    same number of epochs, and the report keeps the budget of the parts that set one
+    (they must agree)."""
     parts = []
     for path in paths:
         try:
@@ -663,20 +728,41 @@ def merge(paths: list[Path], out: Path, command: str) -> dict:
             raise SystemExit(f"--merge {path}: not a report of benchmarks/darcy.py")
     first = parts[0]["settings"]
     for path, part in zip(paths, parts, strict=True):
-        for key in ("data", "samples", "budget_s", "epochs", "threads", "clock"):
+        for key in ("data", "samples", "threads", "clock"):
             if part["settings"][key] != first[key]:
                 raise SystemExit(
                     f"--merge {path}: settings.{key} = {part['settings'][key]!r} differs from "
                     f"{paths[0]}'s {first[key]!r}; only runs of one benchmark setting merge"
                 )
-    labels = [label for part in parts for label in part["settings"]["models"]]
-    if len(set(labels)) != len(labels):
-        raise SystemExit(f"--merge: a model appears in several parts ({labels})")
+    budgets = {part["settings"]["budget_s"] for part in parts} - {None}
+    if len(budgets) > 1:
+        raise SystemExit(f"--merge: the parts have different CPU budgets ({sorted(budgets)})")
+    labels = list(dict.fromkeys(label for part in parts for label in part["settings"]["models"]))
+    configs: dict[str, dict] = {}
+    for path, part in zip(paths, parts, strict=True):
+        for label, config in part["settings"]["configs"].items():
+            if configs.setdefault(label, config) != config:
+                raise SystemExit(
+                    f"--merge {path}: model {label!r} has another configuration than in an "
+                    "earlier part; give the models different labels"
+                )
     runs = [run for part in parts for run in part["runs"]]
+    for label in labels:
+        mine = [run for run in runs if run["model"] == label]
+        seeds = [run["seed"] for run in mine]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"--merge: model {label!r} has seed(s) in several parts ({seeds})")
+        epochs = {run["epochs"] for run in mine}
+        if len(epochs) > 1:
+            raise SystemExit(
+                f"--merge: the runs of model {label!r} trained different epochs "
+                f"({sorted(epochs)}); rerun seeds with --epochs of the budget's count"
+            )
     curves = out.with_name(out.name + "-curves.png")
     plot_curves(runs, labels, curves)
+    budgeted = [part["settings"] for part in parts if part["settings"]["budget_s"] is not None]
     settings = {
-        **first,
+        **(budgeted[0] if budgeted else first),
         "command": command,
         "parts": [part["settings"]["command"] for part in parts],
         "seeds": sorted({seed for part in parts for seed in part["settings"]["seeds"]}),
@@ -686,9 +772,7 @@ def merge(paths: list[Path], out: Path, command: str) -> dict:
             for part in parts
             for label, seconds in part["settings"]["calibration_cpu_s_per_epoch"].items()
         },
-        "configs": {
-            label: config for part in parts for label, config in part["settings"]["configs"].items()
-        },
+        "configs": configs,
         "curves": _relative(curves),
     }
     report = {
@@ -971,6 +1055,12 @@ def main(argv=None) -> dict:
         "(physnet.nn.SymmetryAverage) on the 64² test split",
     )
     parser.add_argument(
+        "--keep-weights",
+        metavar="DIR",
+        help="save every run's best-validation weights as DIR/LABEL-seedK.safetensors "
+        "(physnet.nn.load reads them)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"a smoke run: {QUICK_SAMPLES['train']} train / {QUICK_SAMPLES['val']} val / "
@@ -989,8 +1079,9 @@ def main(argv=None) -> dict:
         default=None,
         metavar="PART.json",
         help="instead of training, combine the runs of several reports of this benchmark "
-        "(same data, budget, seeds; different models, e.g. one process per model on a core "
-        "each) into one report at OUT",
+        "into one report at OUT: one process per model or per seed, on a core each (same "
+        "data and threads; a model's runs must share its configuration and epochs, e.g. "
+        "seed 0 sized by --budget-s, seeds 1 and 2 rerun with --epochs of its count)",
     )
     args = parser.parse_args(argv)
     if args.merge:
