@@ -422,9 +422,7 @@ def summarise(runs: list[dict], labels: list[str]) -> dict:
     targets = []
     for mgno_label, fno_label in ratio_pairs(list(summary)):
         mgno, fno = summary[mgno_label], summary[fno_label]
-        ratio = (
-            mgno["errors"]["64"]["relative_l2"]["mean"] / fno["errors"]["64"]["relative_l2"]["mean"]
-        )
+        ratio = l2_ratio(summary, mgno_label, fno_label, "64")
         targets.append(
             {
                 "mgno": mgno_label,
@@ -437,6 +435,14 @@ def summarise(runs: list[dict], labels: list[str]) -> dict:
     if targets:
         summary["targets"] = targets
     return summary
+
+
+def l2_ratio(summary: dict, mgno_label: str, fno_label: str, key: str) -> float:
+    """MgNO's mean relative L2 over FNO's on the test set ``key`` (``"64"``, ``"64-d4"``)."""
+    return (
+        summary[mgno_label]["errors"][key]["relative_l2"]["mean"]
+        / summary[fno_label]["errors"][key]["relative_l2"]["mean"]
+    )
 
 
 def ratio_pairs(labels: list[str]) -> list[tuple[str, str]]:
@@ -571,10 +577,7 @@ def markdown(report: dict) -> str:
                 f"{_cell(averaged['relative_h1'])} |"
             )
         for mgno_label, fno_label in ratio_pairs(settings["models"]):
-            ratio = (
-                summary[mgno_label]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
-                / summary[fno_label]["errors"][SYMMETRIZED]["relative_l2"]["mean"]
-            )
+            ratio = l2_ratio(summary, mgno_label, fno_label, SYMMETRIZED)
             lines += [
                 "",
                 f"{_pair(mgno_label, fno_label)} relative L2 at 64², both averaged: {ratio:.3f}.",
@@ -667,7 +670,7 @@ def benchmark(args, models: dict[str, Path], data: Data, command: str) -> dict:
             epochs[label],
             args.repeats,
             args.symmetrize,
-            None if args.keep_weights is None else Path(args.keep_weights),
+            args.keep_weights,
         )
         for seed in args.seeds
         for label in models
@@ -1056,6 +1059,7 @@ def main(argv=None) -> dict:
     )
     parser.add_argument(
         "--keep-weights",
+        type=Path,
         metavar="DIR",
         help="save every run's best-validation weights as DIR/LABEL-seedK.safetensors "
         "(physnet.nn.load reads them)",
